@@ -1,0 +1,150 @@
+//! Block geometry: which elements share a scale. See docs/formats.md ("Layout of a tensor").
+
+use core::ops::Range;
+
+use super::error::FormatError;
+use super::spec::{BlockLayout, NVFP4_BLOCK_SIZE};
+
+/// A tensor viewed as `[rows, row_len]` with blocks of `block` elements along each row, or
+/// 16x16 tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockGrid {
+    /// Number of rows.
+    pub rows: usize,
+    /// Elements per row (the quantization axis).
+    pub row_len: usize,
+    /// Elements per 1-D block (the tile side for tiles).
+    pub block: usize,
+    /// 1-D blocks or 2-D tiles.
+    pub layout: BlockLayout,
+}
+
+impl BlockGrid {
+    /// The grid of `len` elements in rows of `row_len`.
+    pub fn new(
+        len: usize,
+        row_len: usize,
+        block: usize,
+        layout: BlockLayout,
+    ) -> Result<Self, FormatError> {
+        if row_len == 0 || len % row_len != 0 {
+            if len == 0 && row_len == 0 {
+                return Ok(Self {
+                    rows: 0,
+                    row_len: 0,
+                    block,
+                    layout,
+                });
+            }
+            return Err(FormatError::BadShape { len, row_len });
+        }
+        let block = match layout {
+            BlockLayout::Row => block,
+            BlockLayout::Tile16x16 => NVFP4_BLOCK_SIZE,
+        };
+        Ok(Self {
+            rows: len / row_len,
+            row_len,
+            block,
+            layout,
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.rows * self.row_len
+    }
+
+    /// Whether the tensor is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks per row (1-D) or tile columns (2-D).
+    pub fn block_cols(&self) -> usize {
+        self.row_len.div_ceil(self.block)
+    }
+
+    /// Block rows: `rows` for 1-D blocks, tile rows for tiles.
+    pub fn block_rows(&self) -> usize {
+        match self.layout {
+            BlockLayout::Row => self.rows,
+            BlockLayout::Tile16x16 => self.rows.div_ceil(self.block),
+        }
+    }
+
+    /// Number of scales.
+    pub fn num_blocks(&self) -> usize {
+        self.block_rows() * self.block_cols()
+    }
+
+    /// The element ranges of block `(br, bc)`: one range for a 1-D block, one per row for a tile.
+    /// Partial blocks at the edges are simply shorter; nothing reaches past the tensor.
+    pub fn block_ranges(
+        &self,
+        br: usize,
+        bc: usize,
+    ) -> impl Iterator<Item = Range<usize>> + Clone + '_ {
+        let c0 = bc * self.block;
+        let c1 = (c0 + self.block).min(self.row_len);
+        let (r0, r1) = match self.layout {
+            BlockLayout::Row => (br, br + 1),
+            BlockLayout::Tile16x16 => (br * self.block, ((br + 1) * self.block).min(self.rows)),
+        };
+        (r0..r1).map(move |r| r * self.row_len + c0..r * self.row_len + c1)
+    }
+
+    /// Whether the fast path applies: 1-D blocks that tile every row exactly, so the flat buffer is
+    /// a sequence of whole blocks.
+    pub fn is_uniform(&self) -> bool {
+        self.layout == BlockLayout::Row && self.row_len % self.block == 0
+    }
+}
+
+/// Largest magnitude bit pattern (`bits & 0x7FFF_FFFF`) over `x`: for non-negative floats the
+/// bit order is the numeric order, and NaN/Inf patterns (>= 0x7F80_0000) exceed every finite one.
+#[inline(always)]
+pub fn amax_bits(x: &[f32]) -> u32 {
+    x.iter().fold(0u32, |m, v| m.max(v.to_bits() & ABS_MASK))
+}
+
+/// Largest magnitude over the finite elements of `x` (0 for none).
+pub fn finite_amax(x: &[f32]) -> f32 {
+    let bits = x.iter().fold(0u32, |m, v| {
+        let a = v.to_bits() & ABS_MASK;
+        if a < INF_BITS { m.max(a) } else { m }
+    });
+    f32::from_bits(bits)
+}
+
+/// Clears the sign bit.
+pub const ABS_MASK: u32 = 0x7FFF_FFFF;
+/// The bit pattern of +Inf; magnitudes at or above it are Inf or NaN.
+pub const INF_BITS: u32 = 0x7F80_0000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ragged_rows_and_tiles() {
+        let g = BlockGrid::new(3 * 40, 40, 32, BlockLayout::Row).unwrap();
+        assert_eq!((g.block_rows(), g.block_cols(), g.num_blocks()), (3, 2, 6));
+        let r: Vec<_> = g.block_ranges(2, 1).collect();
+        assert_eq!(r, vec![112..120]);
+        let t = BlockGrid::new(17 * 20, 20, 16, BlockLayout::Tile16x16).unwrap();
+        assert_eq!((t.block_rows(), t.block_cols()), (2, 2));
+        let r: Vec<_> = t.block_ranges(1, 1).collect();
+        assert_eq!(r, vec![16 * 20 + 16..16 * 20 + 20]);
+        assert_eq!(t.block_ranges(0, 0).count(), 16);
+        assert!(BlockGrid::new(10, 3, 32, BlockLayout::Row).is_err());
+    }
+
+    #[test]
+    fn amax_orders_specials_last() {
+        assert_eq!(f32::from_bits(amax_bits(&[1.0, -3.0, 2.0])), 3.0);
+        assert!(amax_bits(&[1.0, f32::NAN]) >= INF_BITS);
+        assert!(amax_bits(&[1.0, f32::NEG_INFINITY]) >= INF_BITS);
+        assert_eq!(finite_amax(&[1.0, f32::NAN, -2.0, f32::INFINITY]), 2.0);
+    }
+}

@@ -1,0 +1,8 @@
+//! aqn-core: quantization-aware RL with Adaptive Quantization Noise.
+//!
+//! The pure-math modules (`formats`, `metrics`) build for `wasm32-unknown-unknown` without the
+//! `burn` feature; everything that needs tensors lives behind it.
+
+pub mod formats;
+pub mod metrics;
+pub mod rng;
