@@ -6,3 +6,4 @@
 pub mod formats;
 pub mod metrics;
 pub mod rng;
+pub mod tensor_file;

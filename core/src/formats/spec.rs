@@ -237,26 +237,107 @@ impl QuantSpec {
         Ok(())
     }
 
-    /// A short label such as `mxfp4-floor`, `nvfp4-two-level-tile16x16`, `fp8`.
+    /// The canonical compact form, which [`FromStr`] parses back: `mxfp4:floor`,
+    /// `nvfp4:two-level:tile16x16`, `nvfp4:two-level:sr=7`, `fp8`, `bf16`.
     pub fn label(&self) -> String {
         let mut s = match self.format {
-            QuantFormat::Mxfp4 => format!("mxfp4-{}", self.scale_mode),
-            QuantFormat::Nvfp4 => format!("nvfp4-{}", self.nv_scaling),
+            QuantFormat::Mxfp4 => format!("mxfp4:{}", self.scale_mode),
+            QuantFormat::Nvfp4 => format!("nvfp4:{}", self.nv_scaling),
             f => f.name().to_string(),
         };
         if self.blocks == BlockLayout::Tile16x16 {
-            s.push_str("-tile16x16");
+            s.push_str(":tile16x16");
         }
         if let Rounding::Stochastic { seed } = self.rounding {
-            s.push_str(&format!("-sr{seed}"));
+            s.push_str(&format!(":sr={seed}"));
         }
         s
+    }
+}
+
+/// Parses `FORMAT[:OPTION]...`, e.g. `mxfp4`, `mxfp4:rceil`, `nvfp4:single-level:tile16x16`,
+/// `nvfp4:sr=42` (stochastic rounding with seed 42). The result is validated.
+impl FromStr for QuantSpec {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let format: QuantFormat = parts.next().unwrap_or_default().parse()?;
+        let mut spec = QuantSpec::new(format);
+        for opt in parts {
+            let lower = opt.trim().to_ascii_lowercase();
+            if let Some(seed) = lower.strip_prefix("sr=") {
+                let seed = seed.parse::<u64>().map_err(|_| FormatError::UnknownName {
+                    what: "stochastic-rounding seed",
+                    value: seed.to_string(),
+                    valid: "an unsigned 64-bit integer".into(),
+                })?;
+                spec.rounding = Rounding::Stochastic { seed };
+            } else if let (QuantFormat::Mxfp4, Ok(mode)) = (format, lower.parse::<MxScaleMode>()) {
+                spec.scale_mode = mode;
+            } else if let (QuantFormat::Nvfp4, Ok(scaling)) = (format, lower.parse::<NvScaling>()) {
+                spec.nv_scaling = scaling;
+            } else if let Ok(blocks) = lower.parse::<BlockLayout>() {
+                spec.blocks = blocks;
+            } else {
+                let specific = match format {
+                    QuantFormat::Mxfp4 => format!("{}, ", MxScaleMode::valid_names()),
+                    QuantFormat::Nvfp4 => format!("{}, ", NvScaling::valid_names()),
+                    _ => String::new(),
+                };
+                return Err(FormatError::UnknownName {
+                    what: "format option",
+                    value: opt.to_string(),
+                    valid: format!("{specific}{}, sr=SEED", BlockLayout::valid_names()),
+                });
+            }
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for QuantSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_compact_spec() {
+        let s: QuantSpec = "mxfp4:rceil".parse().unwrap();
+        assert_eq!(
+            s,
+            QuantSpec::new(QuantFormat::Mxfp4).with_scale_mode(MxScaleMode::Rceil)
+        );
+        let s: QuantSpec = "NVFP4:single-level:tile16x16:sr=7".parse().unwrap();
+        assert_eq!(s.nv_scaling, NvScaling::SingleLevel);
+        assert_eq!(s.blocks, BlockLayout::Tile16x16);
+        assert_eq!(s.rounding, Rounding::Stochastic { seed: 7 });
+        let err = "nvfp4:rceil".parse::<QuantSpec>().unwrap_err().to_string();
+        assert!(
+            err.contains("`rceil`") && err.contains("two-level, single-level"),
+            "{err}"
+        );
+        let err = "fp8:sr=1".parse::<QuantSpec>().unwrap_err().to_string();
+        assert!(
+            err.contains("stochastic rounding is not offered for fp8"),
+            "{err}"
+        );
+        let err = "mxfp4:sr=x".parse::<QuantSpec>().unwrap_err().to_string();
+        assert!(err.contains("`x`"), "{err}");
+        for text in [
+            "mxfp4:ceil",
+            "nvfp4:single-level:tile16x16:sr=3",
+            "fp8",
+            "bf16",
+        ] {
+            assert_eq!(text.parse::<QuantSpec>().unwrap().label(), text);
+        }
+    }
 
     #[test]
     fn parse_lists_valid_names() {

@@ -1,0 +1,366 @@
+//! Reading and writing tensors in safetensors files (HF checkpoints, quantized outputs).
+//!
+//! Float tensors of dtype F32, F16 and BF16 are read into f32 (exactly: every f16 and bf16 value
+//! is an f32). The safetensors crate checks the header against the buffer (a truncated file, or a
+//! header whose offsets or sizes lie, is refused); errors name the source and the tensor.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use thiserror::Error;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// Float dtypes aqn reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatDtype {
+    /// IEEE single.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl FloatDtype {
+    /// Every variant.
+    pub const ALL: &'static [FloatDtype] = &[FloatDtype::F32, FloatDtype::F16, FloatDtype::Bf16];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatDtype::F32 => "f32",
+            FloatDtype::F16 => "f16",
+            FloatDtype::Bf16 => "bf16",
+        }
+    }
+
+    fn from_safetensors(d: Dtype) -> Option<Self> {
+        match d {
+            Dtype::F32 => Some(FloatDtype::F32),
+            Dtype::F16 => Some(FloatDtype::F16),
+            Dtype::BF16 => Some(FloatDtype::Bf16),
+            _ => None,
+        }
+    }
+
+    fn to_safetensors(self) -> Dtype {
+        match self {
+            FloatDtype::F32 => Dtype::F32,
+            FloatDtype::F16 => Dtype::F16,
+            FloatDtype::Bf16 => Dtype::BF16,
+        }
+    }
+
+    /// Encodes f32 values in this dtype (round to nearest even), little endian.
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            FloatDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            FloatDtype::F16 => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            FloatDtype::Bf16 => values
+                .iter()
+                .flat_map(|&v| crate::formats::bf16::f32_to_bf16_bits(v).to_le_bytes())
+                .collect(),
+        }
+    }
+
+    /// Decodes little-endian values of this dtype into f32.
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            FloatDtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            FloatDtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            FloatDtype::Bf16 => bytes
+                .chunks_exact(2)
+                .map(|b| crate::formats::bf16::bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for FloatDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for FloatDtype {
+    type Err = TensorFileError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(FloatDtype::F32),
+            "f16" | "float16" => Ok(FloatDtype::F16),
+            "bf16" | "bfloat16" => Ok(FloatDtype::Bf16),
+            _ => Err(TensorFileError::UnknownDtype {
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Why a tensor file could not be read or written.
+#[derive(Debug, Error)]
+pub enum TensorFileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not a valid safetensors file (truncated, header too long or inconsistent with the data).
+    #[error("{source_name} is not a valid safetensors file: {reason}")]
+    Malformed {
+        /// Where the bytes came from.
+        source_name: String,
+        /// What the parser found.
+        reason: String,
+    },
+    /// A tensor whose dtype aqn does not read.
+    #[error(
+        "tensor `{tensor}` in {source_name} has dtype {dtype}; supported float dtypes: f32, f16, bf16"
+    )]
+    UnsupportedDtype {
+        /// Where.
+        source_name: String,
+        /// The tensor.
+        tensor: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// A dtype name that is not one of f32, f16, bf16.
+    #[error("unknown dtype `{value}`; valid choices: f32, f16, bf16")]
+    UnknownDtype {
+        /// The text.
+        value: String,
+    },
+    /// A tensor that is not in the file.
+    #[error("tensor `{tensor}` is not in {source_name}")]
+    Missing {
+        /// Where.
+        source_name: String,
+        /// The tensor.
+        tensor: String,
+    },
+    /// Writing failed.
+    #[error("cannot serialize safetensors: {0}")]
+    Write(String),
+}
+
+/// A float tensor read into f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Its name in the file.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its dtype in the file.
+    pub dtype: FloatDtype,
+    /// Its values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// A parsed safetensors buffer: names in file order, tensors decoded on demand.
+pub struct TensorFile<'a> {
+    source_name: String,
+    inner: SafeTensors<'a>,
+    names: Vec<String>,
+    metadata: HashMap<String, String>,
+}
+
+impl<'a> TensorFile<'a> {
+    /// Parses `bytes` (named `source_name` in errors).
+    pub fn parse(bytes: &'a [u8], source_name: &str) -> Result<Self, TensorFileError> {
+        let malformed = |e: safetensors::SafeTensorError| TensorFileError::Malformed {
+            source_name: source_name.to_string(),
+            reason: e.to_string(),
+        };
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(malformed)?;
+        let inner = SafeTensors::deserialize(bytes).map_err(malformed)?;
+        // Names in data-offset order (the order the file stores them).
+        let mut offsets: Vec<(usize, String)> = meta
+            .tensors()
+            .iter()
+            .map(|(name, info)| (info.data_offsets.0, name.clone()))
+            .collect();
+        offsets.sort();
+        Ok(Self {
+            source_name: source_name.to_string(),
+            names: offsets.into_iter().map(|(_, n)| n).collect(),
+            metadata: meta.metadata().clone().unwrap_or_default(),
+            inner,
+        })
+    }
+
+    /// Tensor names in file order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The `__metadata__` map.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// The raw view of a tensor.
+    pub fn view(&self, name: &str) -> Result<TensorView<'a>, TensorFileError> {
+        self.inner
+            .tensor(name)
+            .map_err(|_| TensorFileError::Missing {
+                source_name: self.source_name.clone(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// The dtype of a tensor if it is a float dtype aqn reads.
+    pub fn float_dtype(&self, name: &str) -> Result<FloatDtype, TensorFileError> {
+        let view = self.view(name)?;
+        FloatDtype::from_safetensors(view.dtype()).ok_or_else(|| {
+            TensorFileError::UnsupportedDtype {
+                source_name: self.source_name.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{:?}", view.dtype()),
+            }
+        })
+    }
+
+    /// Reads a float tensor into f32.
+    pub fn read(&self, name: &str) -> Result<HostTensor, TensorFileError> {
+        let dtype = self.float_dtype(name)?;
+        let view = self.view(name)?;
+        Ok(HostTensor {
+            name: name.to_string(),
+            shape: view.shape().to_vec(),
+            dtype,
+            data: dtype.decode(view.data()),
+        })
+    }
+}
+
+/// Reads a whole file into memory.
+pub fn read_bytes(path: &std::path::Path) -> Result<Vec<u8>, TensorFileError> {
+    std::fs::read(path).map_err(|source| TensorFileError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A tensor to write: raw little-endian bytes with their safetensors dtype.
+pub struct OutTensor {
+    /// Name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// safetensors dtype.
+    pub dtype: Dtype,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+impl OutTensor {
+    /// A float tensor encoded in `dtype`.
+    pub fn float(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        dtype: FloatDtype,
+        values: &[f32],
+    ) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            dtype: dtype.to_safetensors(),
+            data: dtype.encode(values),
+        }
+    }
+
+    /// A u8 tensor.
+    pub fn bytes(name: impl Into<String>, shape: Vec<usize>, data: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            dtype: Dtype::U8,
+            data,
+        }
+    }
+}
+
+/// Serializes tensors (in the given order) and metadata to safetensors bytes.
+pub fn serialize(
+    tensors: &[OutTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, TensorFileError> {
+    let views = tensors
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.data)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| TensorFileError::Write(format!("tensor `{}`: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, metadata).map_err(|e| TensorFileError::Write(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        serialize(
+            &[
+                OutTensor::float(
+                    "w",
+                    vec![2, 3],
+                    FloatDtype::Bf16,
+                    &[1.0, -2.0, 0.5, 3.0, 0.0, 1.5],
+                ),
+                OutTensor::float("b", vec![3], FloatDtype::F16, &[0.25, 1.0, -1.0]),
+                OutTensor::bytes("ids", vec![2], vec![1, 2]),
+            ],
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_float_dtypes() {
+        let bytes = sample();
+        let file = TensorFile::parse(&bytes, "mem").unwrap();
+        let w = file.read("w").unwrap();
+        assert_eq!((w.shape.clone(), w.dtype), (vec![2, 3], FloatDtype::Bf16));
+        assert_eq!(w.data, vec![1.0, -2.0, 0.5, 3.0, 0.0, 1.5]);
+        assert_eq!(file.read("b").unwrap().data, vec![0.25, 1.0, -1.0]);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let bytes = sample();
+        let file = TensorFile::parse(&bytes, "mem").unwrap();
+        let err = file.read("ids").unwrap_err().to_string();
+        assert!(
+            err.contains("`ids`") && err.contains("U8") && err.contains("f32, f16, bf16"),
+            "{err}"
+        );
+        let err = file.read("nope").unwrap_err().to_string();
+        assert!(err.contains("`nope` is not in mem"), "{err}");
+        let err = TensorFile::parse(&bytes[..bytes.len() - 3], "cut.safetensors")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("cut.safetensors is not a valid safetensors file"),
+            "{err}"
+        );
+        let err = "f8".parse::<FloatDtype>().unwrap_err().to_string();
+        assert!(err.contains("`f8`") && err.contains("f32, f16, bf16"));
+    }
+}

@@ -1,0 +1,193 @@
+//! `aqn-native quant-error`: the SPEC.md section 1 error metrics per format.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use aqn_core::formats::QuantSpec;
+use aqn_core::metrics::ErrorMetrics;
+use aqn_core::tensor_file::{TensorFile, read_bytes};
+use clap::Args;
+use serde::Serialize;
+
+use crate::progress;
+use crate::table;
+
+/// Default formats compared when `--format` is not given.
+const DEFAULT_FORMATS: &[&str] = &["mxfp4", "nvfp4", "nvfp4:single-level", "fp8", "bf16"];
+/// Elements of each generated tensor.
+const GENERATED_LEN: usize = 1 << 20;
+/// Standard deviation of the generated weight-like tensor.
+const WEIGHT_STD: f64 = 0.02;
+/// Fraction of weight-like elements that are outliers, and their factor.
+const OUTLIER_FRACTION: f64 = 0.01;
+const OUTLIER_FACTOR: f64 = 10.0;
+
+/// Arguments of `quant-error`.
+#[derive(Args)]
+pub struct QuantErrorArgs {
+    /// A safetensors checkpoint (f32, f16 or bf16 tensors): report every float tensor. Without it,
+    /// two generated tensors of 1,048,576 elements: N(0,1), and weight-like N(0, 0.02) with 1% of
+    /// the elements multiplied by 10.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Formats to compare, `FORMAT[:OPTION]...` (repeat or comma-separate). Formats: mxfp4,
+    /// nvfp4, fp8, bf16. Options: MX scale mode floor|ceil|even|rceil; NVFP4 scaling
+    /// two-level|single-level; blocks row|tile16x16 (nvfp4); sr=SEED for stochastic rounding.
+    /// Default: mxfp4, nvfp4, nvfp4:single-level, fp8, bf16.
+    #[arg(long = "format", value_name = "SPEC", value_delimiter = ',')]
+    formats: Vec<QuantSpec>,
+    /// Seed of the generated tensors.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Quantization axis for checkpoint tensors (negative counts from the end).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    axis: i64,
+    /// Print JSON (one object per tensor and format) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One row of the report.
+#[derive(Serialize)]
+pub struct Row {
+    /// Tensor name.
+    pub tensor: String,
+    /// Its dtype in the file, or "generated".
+    pub dtype: String,
+    /// Number of elements.
+    pub elements: usize,
+    /// The quantizer.
+    pub format: String,
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: ErrorMetrics,
+}
+
+/// The two generated tensors of the default report.
+pub fn generated_tensors(seed: u64) -> Vec<(String, Vec<f32>)> {
+    let normal: Vec<f32> = (0..GENERATED_LEN)
+        .map(|i| aqn_core::rng::normal_f64(seed, i as u64) as f32)
+        .collect();
+    let wseed = seed.wrapping_add(1);
+    let weights: Vec<f32> = (0..GENERATED_LEN)
+        .map(|i| {
+            let z = aqn_core::rng::normal_f64(wseed, i as u64) * WEIGHT_STD;
+            let outlier =
+                f64::from(aqn_core::rng::uniform_f32(wseed ^ 0xA5A5, i as u64)) < OUTLIER_FRACTION;
+            (if outlier { z * OUTLIER_FACTOR } else { z }) as f32
+        })
+        .collect();
+    vec![
+        ("normal(0,1)".into(), normal),
+        ("weight-like(0.02,1%x10)".into(), weights),
+    ]
+}
+
+/// Resolves a possibly negative axis against a rank.
+pub fn resolve_axis(axis: i64, rank: usize, tensor: &str) -> Result<usize> {
+    let a = if axis < 0 { rank as i64 + axis } else { axis };
+    if rank == 0 || a < 0 || a >= rank as i64 {
+        anyhow::bail!("axis {axis} is out of range for tensor `{tensor}` of rank {rank}");
+    }
+    Ok(a as usize)
+}
+
+/// Runs `quant-error`.
+pub fn run(args: QuantErrorArgs) -> Result<()> {
+    let formats: Vec<QuantSpec> = if args.formats.is_empty() {
+        DEFAULT_FORMATS
+            .iter()
+            .map(|f| f.parse().expect("default formats parse"))
+            .collect()
+    } else {
+        args.formats.clone()
+    };
+    let mut rows = Vec::new();
+    match &args.input {
+        None => {
+            for (name, x) in generated_tensors(args.seed) {
+                for spec in &formats {
+                    let q = spec.fake_quantize_vec(&x, 1 << 10)?;
+                    rows.push(Row {
+                        tensor: name.clone(),
+                        dtype: "generated".into(),
+                        elements: x.len(),
+                        format: spec.label(),
+                        metrics: ErrorMetrics::compute(&x, &q),
+                    });
+                }
+            }
+        }
+        Some(path) => {
+            let bytes = read_bytes(path)?;
+            let file = TensorFile::parse(&bytes, &path.display().to_string())?;
+            let pb = progress::bar(file.names().len() as u64, "tensors");
+            for name in file.names() {
+                pb.inc(1);
+                let t = file
+                    .read(name)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if t.data.is_empty() {
+                    continue;
+                }
+                let shape = if t.shape.is_empty() {
+                    vec![1]
+                } else {
+                    t.shape.clone()
+                };
+                let axis = resolve_axis(args.axis, shape.len(), name)?;
+                for spec in &formats {
+                    let q = spec
+                        .fake_quantize_along(&t.data, &shape, axis)
+                        .with_context(|| {
+                            format!("quantizing tensor `{name}` {:?} with {spec}", t.shape)
+                        })?;
+                    rows.push(Row {
+                        tensor: name.clone(),
+                        dtype: t.dtype.name().into(),
+                        elements: t.data.len(),
+                        format: spec.label(),
+                        metrics: ErrorMetrics::compute(&t.data, &q),
+                    });
+                }
+            }
+            pb.finish_and_clear();
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", render(&rows));
+    }
+    Ok(())
+}
+
+fn render(rows: &[Row]) -> String {
+    let header = [
+        "tensor",
+        "format",
+        "rel_err",
+        "norm_rel",
+        "sqnr_db",
+        "deadzone",
+        "saturated",
+        "max_abs_err",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let m = &r.metrics;
+            vec![
+                r.tensor.clone(),
+                r.format.clone(),
+                format!("{:.4}", m.mean_relative_error),
+                format!("{:.4}", m.norm_relative_error),
+                format!("{:.2}", m.sqnr_db),
+                format!("{:.2}%", 100.0 * m.deadzone_ratio),
+                format!("{:.2}%", 100.0 * m.saturation_ratio),
+                format!("{:.3e}", m.max_abs_error),
+            ]
+        })
+        .collect();
+    table::render(&header, &cells)
+}

@@ -1,0 +1,146 @@
+//! `aqn-native quantize`: a fake-quantized (or packed) copy of a safetensors checkpoint.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use aqn_core::formats::QuantSpec;
+use aqn_core::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
+use clap::{Args, ValueEnum};
+
+use crate::cmd::quant_error::resolve_axis;
+use crate::progress;
+
+/// Output dtype of the fake-quantized tensors.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutDtype {
+    /// f32: every dequantized value is exact.
+    F32,
+    /// The dtype each tensor had in the input (bf16/f16 round the dequantized values).
+    Input,
+    /// bf16.
+    Bf16,
+    /// f16.
+    F16,
+}
+
+/// Arguments of `quantize`.
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// The quantizer, `FORMAT[:OPTION]...`: mxfp4, nvfp4, fp8, bf16; options floor|ceil|even|rceil
+    /// (mxfp4), two-level|single-level (nvfp4), row|tile16x16 (nvfp4), sr=SEED.
+    #[arg(long, value_name = "SPEC")]
+    format: QuantSpec,
+    /// Input safetensors file (f32, f16 or bf16 tensors).
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Output safetensors file.
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+    /// dtype of the written fake-quantized tensors. With bf16/f16 a dequantized value that the
+    /// dtype cannot hold exactly is rounded (FP4 values times E8M0 scales always fit bf16).
+    #[arg(long, value_enum, default_value_t = OutDtype::F32)]
+    dtype: OutDtype,
+    /// Write codes + scales instead: `NAME.codes` (u8), `NAME.scales` (u8), `NAME.tensor_scale`
+    /// (f32[1]); the spec and shapes go into the header metadata.
+    #[arg(long)]
+    packed: bool,
+    /// Quantization axis (negative counts from the end). The default is the last axis, the
+    /// reduction axis of an HF linear weight [out, in].
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    axis: i64,
+    /// Quantize only tensors of at least this many dimensions; smaller ones (biases, norm
+    /// weights) are copied unchanged.
+    #[arg(long, default_value_t = 2)]
+    min_dims: usize,
+    /// Copy tensors whose name contains this text unchanged (repeatable), e.g. `lm_head`,
+    /// `embed_tokens`.
+    #[arg(long, value_name = "TEXT")]
+    exclude: Vec<String>,
+}
+
+/// Runs `quantize`.
+pub fn run(args: QuantizeArgs) -> Result<()> {
+    let bytes = read_bytes(&args.input)?;
+    let source = args.input.display().to_string();
+    let file = TensorFile::parse(&bytes, &source)?;
+    let spec = args.format;
+    let mut out = Vec::new();
+    let mut meta = HashMap::new();
+    meta.insert("aqn.format".to_string(), spec.label());
+    let (mut quantized, mut copied) = (0usize, 0usize);
+    let pb = progress::bar(file.names().len() as u64, "tensors");
+    for name in file.names() {
+        pb.inc(1);
+        let t = file
+            .read(name)
+            .with_context(|| format!("reading {source}"))?;
+        let skip =
+            t.shape.len() < args.min_dims || args.exclude.iter().any(|e| name.contains(e.as_str()));
+        if skip {
+            out.push(OutTensor::float(
+                name.clone(),
+                t.shape.clone(),
+                t.dtype,
+                &t.data,
+            ));
+            copied += 1;
+            continue;
+        }
+        let axis = resolve_axis(args.axis, t.shape.len(), name)?;
+        let ctx = || format!("quantizing tensor `{name}` {:?} with {spec}", t.shape);
+        if args.packed {
+            anyhow::ensure!(
+                axis + 1 == t.shape.len(),
+                "--packed stores rows along the last axis; tensor `{name}` was asked for axis {axis}"
+            );
+            let row_len = *t.shape.last().expect("rank >= 1");
+            let p = spec.quantize(&t.data, row_len).with_context(ctx)?;
+            let scale_shape = vec![p.scales.len()];
+            out.push(OutTensor::bytes(
+                format!("{name}.codes"),
+                vec![p.codes.len()],
+                p.codes,
+            ));
+            if !p.scales.is_empty() {
+                out.push(OutTensor::bytes(
+                    format!("{name}.scales"),
+                    scale_shape,
+                    p.scales,
+                ));
+            }
+            out.push(OutTensor::float(
+                format!("{name}.tensor_scale"),
+                vec![1],
+                FloatDtype::F32,
+                &[p.tensor_scale],
+            ));
+            meta.insert(
+                format!("aqn.shape.{name}"),
+                serde_json::to_string(&t.shape)?,
+            );
+        } else {
+            let q = spec
+                .fake_quantize_along(&t.data, &t.shape, axis)
+                .with_context(ctx)?;
+            let dtype = match args.dtype {
+                OutDtype::F32 => FloatDtype::F32,
+                OutDtype::Input => t.dtype,
+                OutDtype::Bf16 => FloatDtype::Bf16,
+                OutDtype::F16 => FloatDtype::F16,
+            };
+            out.push(OutTensor::float(name.clone(), t.shape.clone(), dtype, &q));
+        }
+        quantized += 1;
+    }
+    pb.finish_and_clear();
+    let bytes = serialize(&out, Some(meta))?;
+    std::fs::write(&args.output, bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "wrote {}: {quantized} tensors quantized with {spec}{}, {copied} copied unchanged",
+        args.output.display(),
+        if args.packed { " (packed)" } else { "" }
+    );
+    Ok(())
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite (README's second command; .ci/run calls exactly this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "tests (release: numerical code in debug is 30-45x slower)"
+cargo test --release --workspace
+
+step "aqn-core pure math for wasm32"
+cargo build --release -p aqn-core --no-default-features --target wasm32-unknown-unknown
+
+echo
+echo "all tests passed"
