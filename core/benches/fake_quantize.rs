@@ -28,6 +28,10 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The extra pass NVFP4 two-level makes: the per-tensor amax.
+    g.bench_function("finite_amax", |b| {
+        b.iter(|| aqn_core::formats::blocks::finite_amax(black_box(&x)))
+    });
     g.finish();
 }
 

@@ -5,5 +5,7 @@
 
 pub mod formats;
 pub mod metrics;
+#[cfg(feature = "burn")]
+pub mod quant;
 pub mod rng;
 pub mod tensor_file;

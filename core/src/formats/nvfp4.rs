@@ -80,7 +80,25 @@ fn fake_block_ranges<'a>(
 const FAST_BATCH_BLOCKS: usize = 64;
 
 /// Uniform blocks of 16, nearest rounding: the hot loop. `x.len()` is a multiple of 16.
+/// Runs the AVX2 build of the loop where the CPU has it (same IEEE operations, wider vectors).
 fn fake_uniform_nearest(x: &[f32], out: &mut [f32], g: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { fake_uniform_nearest_avx2(x, out, g) };
+    }
+    fake_uniform_nearest_impl(x, out, g)
+}
+
+/// [`fake_uniform_nearest_impl`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fake_uniform_nearest_avx2(x: &[f32], out: &mut [f32], g: f32) {
+    fake_uniform_nearest_impl(x, out, g)
+}
+
+#[inline(always)]
+fn fake_uniform_nearest_impl(x: &[f32], out: &mut [f32], g: f32) {
     let inv_g = 1.0 / g;
     let batch = FAST_BATCH_BLOCKS * NVFP4_BLOCK_SIZE;
     let mut amax = [0u32; FAST_BATCH_BLOCKS];
@@ -213,5 +231,19 @@ mod tests {
         let (_, s) = block_scale(16.0 * 0.37, g);
         assert_eq!(s, 448.0);
         assert!((out[0] - x[0]).abs() <= 1e-6 * 6.0);
+    }
+
+    #[test]
+    fn vector_builds_agree_with_the_plain_loop() {
+        let x: Vec<f32> = (0..4096)
+            .map(|i| (crate::rng::normal_f64(2, i) * 3.0) as f32)
+            .collect();
+        let (mut plain, mut dispatched) = (vec![0.0; 4096], vec![0.0; 4096]);
+        fake_uniform_nearest_impl(&x, &mut plain, 0.01);
+        fake_uniform_nearest(&x, &mut dispatched, 0.01);
+        assert_eq!(
+            plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            dispatched.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 }
