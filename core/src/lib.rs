@@ -8,4 +8,5 @@ pub mod metrics;
 #[cfg(feature = "burn")]
 pub mod quant;
 pub mod rng;
+pub mod run;
 pub mod tensor_file;
