@@ -6,6 +6,8 @@
 pub mod formats;
 pub mod metrics;
 #[cfg(feature = "burn")]
+pub mod model;
+#[cfg(feature = "burn")]
 pub mod quant;
 pub mod rng;
 pub mod run;

@@ -1,0 +1,290 @@
+//! Batched generation for rollouts: left-padded prompts, one prefill pass, then one token per step
+//! with the KV cache; rows that finish are dropped from the batch (and from the cache), so the
+//! remaining steps cost only what the unfinished rows need.
+//!
+//! Each step's logits come back to the host, where the [`Sampler`] picks each row's token and the
+//! token's log-probability is taken **under the model's distribution at temperature 1**
+//! (`log_softmax(logits)[token]`, no top-k/top-p), whatever the sampler did: that is the policy's
+//! `logp_old` GRPO/PPO need (SPEC.md section 7), not the log-probability of the sampling
+//! distribution. Run generation on a model without autodiff (`model.valid()`): nothing here needs
+//! gradients.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::qwen2::{Padding, Qwen2ForCausalLM};
+use super::sampling::{Sample, Sampler, log_prob};
+
+/// Why a batch could not be generated.
+#[derive(Debug, Error, PartialEq)]
+pub enum GenerateError {
+    /// No prompts.
+    #[error("generation needs at least one prompt")]
+    EmptyBatch,
+    /// A prompt without tokens.
+    #[error("prompt {index} is empty")]
+    EmptyPrompt {
+        /// Its index in the batch.
+        index: usize,
+    },
+    /// A token id the model has no embedding for.
+    #[error(
+        "prompt {index} holds token {token} at position {position}; the vocabulary has {vocab_size} tokens"
+    )]
+    TokenOutOfRange {
+        /// The prompt.
+        index: usize,
+        /// Where in it.
+        position: usize,
+        /// The id.
+        token: u32,
+        /// The model's vocabulary.
+        vocab_size: usize,
+    },
+    /// A setting out of range.
+    #[error("generation `{knob}` = {value}: {reason}")]
+    Invalid {
+        /// `max_new_tokens`, `eos_token_ids` or `pad_token_id`.
+        knob: &'static str,
+        /// The value.
+        value: String,
+        /// The rule.
+        reason: String,
+    },
+    /// Prompt plus response would exceed the model's positions.
+    #[error(
+        "prompt of {prompt_len} tokens + max_new_tokens {max_new_tokens} exceeds max_position_embeddings ({max_positions})"
+    )]
+    TooLong {
+        /// The longest prompt.
+        prompt_len: usize,
+        /// The requested response length.
+        max_new_tokens: usize,
+        /// The model's limit.
+        max_positions: usize,
+    },
+    /// Reading logits back from the device failed.
+    #[error("reading logits from the device: {0}")]
+    Device(String),
+}
+
+/// When to stop and how to pad.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationConfig {
+    /// Longest response (tokens generated per prompt, EOS included).
+    pub max_new_tokens: usize,
+    /// A row stops after emitting any of these (may be empty: every row runs to `max_new_tokens`).
+    pub eos_token_ids: Vec<u32>,
+    /// Fills prompts' left padding and responses after their end.
+    pub pad_token_id: u32,
+}
+
+impl GenerationConfig {
+    /// A config.
+    pub fn new(max_new_tokens: usize, eos_token_ids: Vec<u32>, pad_token_id: u32) -> Self {
+        Self {
+            max_new_tokens,
+            eos_token_ids,
+            pad_token_id,
+        }
+    }
+}
+
+/// A generated batch; row `b` answers prompt `b`. Every response row has the same length,
+/// [`Rollout::response_len`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The prompts as given.
+    pub prompts: Vec<Vec<u32>>,
+    /// Generated tokens up to and including EOS, then `pad_token_id`.
+    pub responses: Vec<Vec<u32>>,
+    /// `log p(token | prompt, earlier tokens)` at temperature 1 for generated tokens; 0 on padding.
+    pub logprobs: Vec<Vec<f32>>,
+    /// True on generated tokens (EOS included), false on padding.
+    pub mask: Vec<Vec<bool>>,
+    /// Whether the row ended with an EOS token (otherwise it reached `max_new_tokens`).
+    pub finished: Vec<bool>,
+}
+
+impl Rollout {
+    /// Length of every response row.
+    pub fn response_len(&self) -> usize {
+        self.responses.first().map_or(0, Vec::len)
+    }
+
+    /// Generated tokens per row (EOS included).
+    pub fn lengths(&self) -> Vec<usize> {
+        self.mask
+            .iter()
+            .map(|m| m.iter().filter(|&&x| x).count())
+            .collect()
+    }
+}
+
+fn check(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+) -> Result<(), GenerateError> {
+    let vocab_size = model.config().vocab_size;
+    if prompts.is_empty() {
+        return Err(GenerateError::EmptyBatch);
+    }
+    for (index, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(GenerateError::EmptyPrompt { index });
+        }
+        if let Some((position, &token)) = p
+            .iter()
+            .enumerate()
+            .find(|(_, t)| **t as usize >= vocab_size)
+        {
+            return Err(GenerateError::TokenOutOfRange {
+                index,
+                position,
+                token,
+                vocab_size,
+            });
+        }
+    }
+    if config.max_new_tokens == 0 {
+        return Err(GenerateError::Invalid {
+            knob: "max_new_tokens",
+            value: "0".into(),
+            reason: "must be >= 1".into(),
+        });
+    }
+    for (knob, id) in config
+        .eos_token_ids
+        .iter()
+        .map(|&id| ("eos_token_ids", id))
+        .chain([("pad_token_id", config.pad_token_id)])
+    {
+        if id as usize >= vocab_size {
+            return Err(GenerateError::Invalid {
+                knob,
+                value: id.to_string(),
+                reason: format!("must be below the vocabulary size ({vocab_size})"),
+            });
+        }
+    }
+    let prompt_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let max_positions = model.config().max_position_embeddings;
+    if prompt_len + config.max_new_tokens > max_positions {
+        return Err(GenerateError::TooLong {
+            prompt_len,
+            max_new_tokens: config.max_new_tokens,
+            max_positions,
+        });
+    }
+    Ok(())
+}
+
+fn int_tensor(values: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Logits of the last position of each row, on the host: `rows x vocab`.
+fn last_logits(model: &Qwen2ForCausalLM, hidden: Tensor<3>) -> Result<Vec<f32>, GenerateError> {
+    let [_, s, _] = hidden.dims();
+    model
+        .logits(hidden.narrow(1, s - 1, 1))
+        .try_into_vec_as::<f32>()
+        .map_err(|e| GenerateError::Device(format!("{e:?}")))
+}
+
+/// Generates a response for every prompt.
+///
+/// `sampler` draws for the unfinished rows of each step in prompt order, so the same seed and batch
+/// give the same rollout. Temperature 0 ([`Sampler::Greedy`]) reproduces transformers' greedy
+/// `generate` (tests/qwen2_generate.rs).
+pub fn generate(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    sampler: &mut Sampler,
+) -> Result<Rollout, GenerateError> {
+    check(model, prompts, config)?;
+    let device = model.device();
+    let vocab = model.config().vocab_size;
+    let batch = prompts.len();
+    let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let width = lengths.iter().copied().max().unwrap_or(0);
+    let mut padding = Padding::from_lengths(&lengths);
+    let ids: Vec<i64> = prompts
+        .iter()
+        .flat_map(|p| {
+            std::iter::repeat_n(config.pad_token_id as i64, width - p.len())
+                .chain(p.iter().map(|&t| t as i64))
+        })
+        .collect();
+
+    let mut cache = model.new_cache(width + config.max_new_tokens);
+    let hidden = model.forward_hidden(
+        int_tensor(ids, [batch, width], &device),
+        &padding,
+        Some(&mut cache),
+    );
+    let mut logits = last_logits(model, hidden)?;
+
+    let mut responses: Vec<Vec<u32>> = vec![Vec::new(); batch];
+    let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); batch];
+    let mut finished = vec![false; batch];
+    // Prompt indices of the rows of the current batch.
+    let mut active: Vec<usize> = (0..batch).collect();
+    for step in 0..config.max_new_tokens {
+        let mut next = Vec::with_capacity(active.len());
+        for (row, &b) in active.iter().enumerate() {
+            let row_logits = &logits[row * vocab..(row + 1) * vocab];
+            let token = sampler.sample(row_logits);
+            responses[b].push(token as u32);
+            logprobs[b].push(log_prob(row_logits, token) as f32);
+            finished[b] = config.eos_token_ids.contains(&(token as u32));
+            next.push(token as i64);
+        }
+        if step + 1 == config.max_new_tokens {
+            break;
+        }
+        // Drop finished rows from the batch and the cache.
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&r| !finished[active[r]])
+            .collect();
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            let rows = Tensor::<1, Int>::from_data(
+                TensorData::new(keep.iter().map(|&r| r as i64).collect(), [keep.len()]),
+                &device,
+            );
+            cache.retain_rows(&rows);
+            padding.retain_rows(&keep);
+            next = keep.iter().map(|&r| next[r]).collect();
+            active = keep.iter().map(|&r| active[r]).collect();
+        }
+        let hidden = model.forward_hidden(
+            int_tensor(next, [active.len(), 1], &device),
+            &padding,
+            Some(&mut cache),
+        );
+        logits = last_logits(model, hidden)?;
+    }
+
+    let response_len = responses.iter().map(Vec::len).max().unwrap_or(0);
+    let mask = responses
+        .iter()
+        .map(|r| (0..response_len).map(|t| t < r.len()).collect())
+        .collect();
+    for (r, lp) in responses.iter_mut().zip(&mut logprobs) {
+        r.resize(response_len, config.pad_token_id);
+        lp.resize(response_len, 0.0);
+    }
+    Ok(Rollout {
+        prompts: prompts.to_vec(),
+        responses,
+        logprobs,
+        mask,
+        finished,
+    })
+}

@@ -1,0 +1,220 @@
+//! `QLinear`: the one linear projection of the model.
+//!
+//! Every projection of Qwen2 (q/k/v/o, gate/up/down and the lm_head) is a [`QLinear`], and
+//! [`QLinear::forward`] is the single place their matmuls happen, so quantization modes (SPEC.md
+//! section 2), LoRA adapters, AQN on linear weights (section 4) and hardware-error injection on
+//! matmul outputs (section 6) attach here and nowhere else.
+//!
+//! The weight is stored as HF/PyTorch store it, `[out, in]` (the transpose of `burn::nn::Linear`),
+//! so the reduction axis `in` is the last one: it is the quantization axis of MXFP4/NVFP4 blocks, and
+//! a checkpoint's tensors load without transposition.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::{Device, Tensor};
+
+/// Configuration of a [`QLinear`].
+#[derive(Config, Debug)]
+pub struct QLinearConfig {
+    /// Input features (the reduction axis).
+    pub d_input: usize,
+    /// Output features.
+    pub d_output: usize,
+    /// Whether the layer adds a bias (Qwen2: q/k/v yes, o/gate/up/down/lm_head no).
+    #[config(default = false)]
+    pub bias: bool,
+    /// Std of the normal initialization of the weight (HF `initializer_range`); the bias starts at 0.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+}
+
+/// `y = x W^T + b` with `W` of shape `[d_output, d_input]` (HF layout) and an optional bias `b`.
+///
+/// Created with [`QLinearConfig::init`]; a checkpoint's values replace the initial ones through the
+/// loader (`model::loader`).
+#[derive(Module, Debug)]
+pub struct QLinear {
+    /// `[d_output, d_input]`: HF layout; the last axis is the reduction (quantization) axis.
+    pub weight: Param<Tensor<2>>,
+    /// `[d_output]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl QLinearConfig {
+    /// A layer with weight `N(0, init_std^2)` and a zero bias.
+    ///
+    /// # Panics
+    /// If a size is 0 or `init_std` is negative (the model config is validated before this).
+    pub fn init(&self, device: &Device) -> QLinear {
+        assert!(
+            self.d_input > 0 && self.d_output > 0,
+            "QLinear sizes must be positive, got [{}, {}]",
+            self.d_output,
+            self.d_input
+        );
+        assert!(self.init_std >= 0.0, "init_std must be non-negative");
+        let weight = Initializer::Normal {
+            mean: 0.0,
+            std: self.init_std,
+        }
+        .init_with(
+            [self.d_output, self.d_input],
+            Some(self.d_input),
+            Some(self.d_output),
+            device,
+        );
+        let bias = self
+            .bias
+            .then(|| Initializer::Zeros.init([self.d_output], device));
+        QLinear { weight, bias }
+    }
+}
+
+impl QLinear {
+    /// Applies `x W^T + b`.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]`
+    /// - output: `[..., d_output]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let weight = self.weight.val();
+        let [d_output, d_input] = weight.dims();
+        let mut out_dims = x.dims();
+        assert_eq!(
+            out_dims[D - 1],
+            d_input,
+            "QLinear expects {d_input} input features, got {:?}",
+            out_dims
+        );
+        out_dims[D - 1] = d_output;
+        let rows = x.shape().num_elements() / d_input;
+        let x = x.reshape([rows, d_input]);
+        // CPU backends copy a transposed (non-contiguous) matmul operand into a contiguous one, so
+        // each orientation copies something: `x W^T` copies the weight (d_out x d_in), `(W x^T)^T`
+        // copies the activations in and out (rows x (d_in + d_out)). Decoding steps have few rows,
+        // prefill and training many: take the cheaper one. Both are `x W^T` (tested to agree).
+        let y = if rows * (d_input + d_output) < d_input * d_output {
+            weight.matmul(x.transpose()).transpose()
+        } else {
+            x.matmul(weight.transpose())
+        };
+        let y = match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape(out_dims)
+    }
+
+    /// Input features.
+    pub fn d_input(&self) -> usize {
+        self.weight.lazy_shape().dims::<2>()[1]
+    }
+
+    /// Output features.
+    pub fn d_output(&self) -> usize {
+        self.weight.lazy_shape().dims::<2>()[0]
+    }
+}
+
+#[cfg(test)]
+#[allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn forward_is_x_wt_plus_b() {
+        let device = Device::ndarray();
+        let layer = QLinear {
+            weight: Param::from_data(
+                TensorData::new(vec![1.0f32, 2.0, 3.0, -1.0, 0.5, 0.0], [2, 3]),
+                &device,
+            ),
+            bias: Some(Param::from_data(
+                TensorData::new(vec![0.25f32, -0.5], [2]),
+                &device,
+            )),
+        };
+        assert_eq!((layer.d_output(), layer.d_input()), (2, 3));
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 1.0, 1.0, 2.0, 0.0, -1.0], [2, 3]),
+            &device,
+        );
+        let y = layer.forward(x).into_data().to_vec::<f32>().unwrap();
+        // Row 1: [1+2+3, -1+0.5+0] + b; row 2: [2-3, -2+0] + b.
+        assert_eq!(y, vec![6.25, -1.0, -0.75, -2.5]);
+    }
+
+    #[test]
+    fn both_matmul_orientations_agree() {
+        let device = Device::ndarray();
+        let layer = QLinearConfig::new(48, 40)
+            .with_bias(true)
+            .with_init_std(0.5)
+            .init(&device);
+        let layer = QLinear {
+            bias: layer.bias.map(|b| b.map(|t| t + 0.25)),
+            ..layer
+        };
+        // 2 rows take (W x^T)^T, 64 rows take x W^T; row r of both batches is the same vector.
+        let rows: Vec<f32> = (0..64 * 48)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let many = Tensor::<3>::from_data(TensorData::new(rows.clone(), [4, 16, 48]), &device);
+        let few = Tensor::<3>::from_data(
+            TensorData::new(rows[..2 * 48].to_vec(), [1, 2, 48]),
+            &device,
+        );
+        let y_many = layer.forward(many).into_data().to_vec::<f32>().unwrap();
+        let y_few = layer.forward(few).into_data().to_vec::<f32>().unwrap();
+        // A plain loop is the reference.
+        let w = layer.weight.val().into_data().to_vec::<f32>().unwrap();
+        let b = layer
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        for r in 0..64 {
+            for o in 0..40 {
+                let want: f32 = b[o]
+                    + (0..48)
+                        .map(|i| rows[r * 48 + i] * w[o * 48 + i])
+                        .sum::<f32>();
+                assert!((y_many[r * 40 + o] - want).abs() < 1e-4, "row {r} out {o}");
+                if r < 2 {
+                    assert!((y_few[r * 40 + o] - want).abs() < 1e-4, "row {r} out {o}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn init_shapes_and_statistics() {
+        let device = Device::ndarray();
+        let layer = QLinearConfig::new(256, 128)
+            .with_bias(true)
+            .with_init_std(0.1)
+            .init(&device);
+        assert_eq!(layer.weight.dims(), [128, 256]);
+        let w = layer.weight.val().into_data().to_vec::<f32>().unwrap();
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(
+            mean.abs() < 0.005 && (std - 0.1).abs() < 0.005,
+            "{mean} {std}"
+        );
+        let b = layer
+            .bias
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert!(b.iter().all(|&v| v == 0.0));
+    }
+}

@@ -1,0 +1,123 @@
+//! The model's parameters by their HF names (`model.layers.3.input_layernorm.weight`), for AQN
+//! (SPEC.md section 4: noise on named RMSNorm or linear weights), audits and the loader.
+//!
+//! Burn's module traversal reports each parameter's module path (`model.layers.3.mlp.up_proj.weight`);
+//! [`super::loader::hf_name`] turns it into the checkpoint name through the one remapping table.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+use super::loader::hf_name;
+use super::qwen2::Qwen2ForCausalLM;
+
+/// Reads parameters with their HF names.
+pub trait NamedParamVisitor {
+    /// Called once per float parameter.
+    fn visit<const D: usize>(&mut self, name: &str, param: &Param<Tensor<D>>);
+}
+
+/// Replaces parameters, given their HF names.
+pub trait NamedParamMapper {
+    /// Called once per float parameter; returns its replacement (keep `param.id` so optimizer state
+    /// stays attached, e.g. with `param.map(|w| ...)`).
+    fn map<const D: usize>(&mut self, name: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>>;
+}
+
+/// The module path of the parameter being visited, and the HF name it maps to.
+struct PathTracker {
+    path: Vec<String>,
+    tied: bool,
+}
+
+impl PathTracker {
+    fn enter(&mut self, name: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+    }
+
+    fn hf_name(&self) -> String {
+        let path = self.path.join(".");
+        // The table covers every parameter of the model; a miss is a bug in this crate.
+        hf_name(&path, self.tied)
+            .unwrap_or_else(|| panic!("no HF name for module path `{path}` in the remapping table"))
+    }
+}
+
+struct Visit<'a, V> {
+    tracker: PathTracker,
+    inner: &'a mut V,
+}
+
+impl<V: NamedParamVisitor> ModuleVisitor for Visit<'_, V> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.tracker.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.tracker.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = self.tracker.hf_name();
+        self.inner.visit(&name, param);
+    }
+}
+
+struct Map<'a, M> {
+    tracker: PathTracker,
+    inner: &'a mut M,
+}
+
+impl<M: NamedParamMapper> ModuleMapper for Map<'_, M> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.tracker.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.tracker.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.tracker.hf_name();
+        self.inner.map(&name, param)
+    }
+}
+
+impl Qwen2ForCausalLM {
+    /// Visits every float parameter with its HF name. With tied embeddings the shared matrix is
+    /// visited once, as `model.embed_tokens.weight` (HF's name for it).
+    pub fn visit_named<V: NamedParamVisitor>(&self, visitor: &mut V) {
+        let tied = self.config().tie_word_embeddings;
+        self.visit(&mut Visit {
+            tracker: PathTracker {
+                path: Vec::new(),
+                tied,
+            },
+            inner: visitor,
+        });
+    }
+
+    /// Maps every float parameter with its HF name.
+    pub fn map_named<M: NamedParamMapper>(self, mapper: &mut M) -> Self {
+        let tied = self.config().tie_word_embeddings;
+        self.map(&mut Map {
+            tracker: PathTracker {
+                path: Vec::new(),
+                tied,
+            },
+            inner: mapper,
+        })
+    }
+
+    /// The HF names and shapes of every parameter, in module order.
+    pub fn named_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        struct Names(Vec<(String, Vec<usize>)>);
+        impl NamedParamVisitor for Names {
+            fn visit<const D: usize>(&mut self, name: &str, param: &Param<Tensor<D>>) {
+                self.0.push((name.to_string(), param.lazy_shape().to_vec()));
+            }
+        }
+        let mut names = Names(Vec::new());
+        self.visit_named(&mut names);
+        names.0
+    }
+}
