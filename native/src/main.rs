@@ -30,6 +30,9 @@ enum Command {
     QuantError(cmd::quant_error::QuantErrorArgs),
     /// Write a fake-quantized (or packed) copy of a safetensors checkpoint.
     Quantize(cmd::quantize::QuantizeArgs),
+    /// Print a noise schedule (SPEC.md section 3) as a table, JSON, CSV or SVG chart; with an
+    /// SRDD report and a RIN policy, the per-layer effective sigma at every step.
+    Schedule(cmd::schedule::ScheduleArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::QuantError(args) => cmd::quant_error::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
+        Command::Schedule(args) => cmd::schedule::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,78 +2,14 @@
 //! Every choice is an enum; parsing a name gives an error that lists the valid names.
 
 use super::error::FormatError;
+use crate::named::named_enum;
 use core::fmt;
 use core::str::FromStr;
 use serde::{Deserialize, Serialize};
 
-/// Declares an enum with canonical names, `FromStr`/`Display`, serde by name, and `ALL`.
-macro_rules! named_enum {
-    (
-        $(#[$meta:meta])* $name:ident, $what:literal {
-            $( $(#[$vmeta:meta])* $variant:ident => $text:literal $(| $alias:literal)* ),+ $(,)?
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub enum $name {
-            $( $(#[$vmeta])* $variant ),+
-        }
-
-        impl $name {
-            /// Every variant, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The canonical name.
-            pub fn name(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            /// The canonical names, comma separated (for error messages and `--help`).
-            pub fn valid_names() -> String {
-                [$($text),+].join(", ")
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = FormatError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let lower = s.trim().to_ascii_lowercase();
-                match lower.as_str() {
-                    $( $text $(| $alias)* => Ok($name::$variant), )+
-                    _ => Err(FormatError::UnknownName {
-                        what: $what,
-                        value: s.to_string(),
-                        valid: Self::valid_names(),
-                    }),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = FormatError;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.name().to_string()
-            }
-        }
-    };
-}
-
 named_enum! {
     /// A number format.
-    QuantFormat, "format" {
+    QuantFormat, "format", FormatError {
         /// OCP MXFP4: E2M1 elements, E8M0 scale per 32.
         Mxfp4 => "mxfp4",
         /// NVIDIA NVFP4: E2M1 elements, E4M3 scale per 16, optional per-tensor scale.
@@ -87,7 +23,7 @@ named_enum! {
 
 named_enum! {
     /// How MXFP4 derives the shared exponent from the block amax (SPEC.md section 1).
-    MxScaleMode, "MX scale mode" {
+    MxScaleMode, "MX scale mode", FormatError {
         /// `floor(log2 amax) - 2`, the OCP rule (default).
         Floor => "floor",
         /// `ceil(log2 amax) - 2`.
@@ -101,7 +37,7 @@ named_enum! {
 
 named_enum! {
     /// NVFP4 with or without the per-tensor FP32 scale.
-    NvScaling, "NVFP4 scaling" {
+    NvScaling, "NVFP4 scaling", FormatError {
         /// Per-tensor scale `g` plus E4M3 block scales (default).
         TwoLevel => "two-level" | "two_level" | "2level",
         /// E4M3 block scales only.
@@ -111,7 +47,7 @@ named_enum! {
 
 named_enum! {
     /// The shape of a scaling block.
-    BlockLayout, "block layout" {
+    BlockLayout, "block layout", FormatError {
         /// Consecutive elements along the quantization axis (default).
         Row => "row" | "1d",
         /// 16x16 tiles of a matrix (NVFP4 weights, NVIDIA's training recipe).

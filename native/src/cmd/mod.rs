@@ -2,3 +2,4 @@
 
 pub mod quant_error;
 pub mod quantize;
+pub mod schedule;
