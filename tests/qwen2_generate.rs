@@ -43,8 +43,26 @@ fn greedy_fixture(name: &str) -> Greedy {
 fn setup(name: &str) -> (Qwen2ForCausalLM, Greedy, GenerationConfig) {
     let model = load_qwen2(&fixture(name), &Device::ndarray()).unwrap();
     let g = greedy_fixture(name);
+    // The fixture's EOS is a token the model emits mid-sequence, not the checkpoint's <|im_end|>.
     let config = GenerationConfig::new(g.max_new_tokens, vec![g.eos_token_id], g.pad_token_id);
     (model, g, config)
+}
+
+#[test]
+fn stop_and_pad_tokens_come_from_the_checkpoint() {
+    let c = GenerationConfig::from_checkpoint(&fixture("qwen2-tied"), 7).unwrap();
+    assert_eq!(c, GenerationConfig::new(7, vec![354], 352));
+}
+
+#[test]
+fn generation_on_an_autodiff_model_equals_the_plain_one() {
+    let g = greedy_fixture("qwen2-untied");
+    let config = GenerationConfig::new(g.max_new_tokens, vec![g.eos_token_id], g.pad_token_id);
+    let model = load_qwen2(&fixture("qwen2-untied"), &Device::ndarray().autodiff()).unwrap();
+    let r = generate(&model, &g.prompts, &config, &mut Sampler::Greedy).unwrap();
+    for (b, want) in g.responses.iter().enumerate() {
+        assert_eq!(&generated(&r, b), want);
+    }
 }
 
 fn generated(r: &Rollout, b: usize) -> Vec<u32> {

@@ -2,11 +2,16 @@
 //! tiny Qwen2 configs the GRPO main job trains (randomly initialized; no EOS, so every row runs
 //! to `max_new_tokens`). Throughput is generated tokens (batch x new tokens) per second.
 //!
+//! `qwen2_train_step` times what a policy update costs on the same batch: a forward pass over
+//! prompt + response on an autodiff device, the log-probabilities of the response tokens, and the
+//! backward pass (throughput in tokens of the batch per second).
+//!
 //! `cargo bench -p aqn-core --bench qwen2_generate`
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 
-use aqn_core::model::{GenerationConfig, Qwen2Config, SamplingConfig, generate};
-use burn::tensor::Device;
+use aqn_core::model::{GenerationConfig, Padding, Qwen2Config, SamplingConfig, generate};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 struct Case {
@@ -72,5 +77,33 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn train_step(c: &mut Criterion) {
+    let device = Device::ndarray().autodiff();
+    let mut g = c.benchmark_group("qwen2_train_step");
+    g.sample_size(10);
+    for case in cases().into_iter().take(2) {
+        let config = case.config.clone().with_max_position_embeddings(4096);
+        let model = config.init(&device);
+        let (b, len) = (case.batch, case.prompt_len + case.new_tokens);
+        let ids: Vec<i64> = (0..b * len)
+            .map(|i| (aqn_core::rng::counter_hash(3, i as u64) % config.vocab_size as u64) as i64)
+            .collect();
+        let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, len]), &device);
+        let padding = Padding::none(b);
+        g.throughput(Throughput::Elements((b * len) as u64));
+        g.bench_function(case.name, |bench| {
+            bench.iter(|| {
+                let logits = model.forward(input.clone(), &padding, None);
+                // Log-probabilities of the next tokens of the response part, as a GRPO loss reads them.
+                let logp = log_softmax(logits.narrow(1, case.prompt_len - 1, case.new_tokens), 2);
+                let targets = input.clone().narrow(1, case.prompt_len, case.new_tokens);
+                let picked = logp.gather(2, targets.unsqueeze_dim(2));
+                picked.mean().neg().backward()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, train_step);
 criterion_main!(benches);

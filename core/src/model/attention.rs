@@ -60,7 +60,9 @@ impl AttentionConfig {
     pub fn init(&self, device: &Device) -> Attention {
         assert!(
             self.num_key_value_heads > 0
-                && self.num_attention_heads.is_multiple_of(self.num_key_value_heads),
+                && self
+                    .num_attention_heads
+                    .is_multiple_of(self.num_key_value_heads),
             "num_key_value_heads ({}) must divide num_attention_heads ({})",
             self.num_key_value_heads,
             self.num_attention_heads

@@ -9,9 +9,13 @@
 //! distribution. Run generation on a model without autodiff (`model.valid()`): nothing here needs
 //! gradients.
 
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use thiserror::Error;
+
+use super::config::TokenIds;
 
 use super::qwen2::{Padding, Qwen2ForCausalLM};
 use super::sampling::{Sample, Sampler, log_prob};
@@ -64,6 +68,14 @@ pub enum GenerateError {
         /// The model's limit.
         max_positions: usize,
     },
+    /// `generation_config.json` / `config.json` unreadable or without the needed tokens.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading logits back from the device failed.
     #[error("reading logits from the device: {0}")]
     Device(String),
@@ -80,6 +92,10 @@ pub struct GenerationConfig {
     pub pad_token_id: u32,
 }
 
+/// `generation_config.json` of an HF checkpoint (only the token fields are read: sampling is
+/// configured explicitly with [`super::sampling::SamplingConfig`]).
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+
 impl GenerationConfig {
     /// A config.
     pub fn new(max_new_tokens: usize, eos_token_ids: Vec<u32>, pad_token_id: u32) -> Self {
@@ -88,6 +104,53 @@ impl GenerationConfig {
             eos_token_ids,
             pad_token_id,
         }
+    }
+
+    /// The stop and padding tokens of an HF checkpoint directory, as transformers picks them:
+    /// `eos_token_id` and `pad_token_id` from `generation_config.json`, else from `config.json`;
+    /// without a padding token the first EOS pads.
+    pub fn from_checkpoint(dir: &Path, max_new_tokens: usize) -> Result<Self, GenerateError> {
+        #[derive(Deserialize)]
+        struct Tokens {
+            #[serde(default)]
+            eos_token_id: Option<TokenIds>,
+            #[serde(default)]
+            pad_token_id: Option<u32>,
+        }
+        let read = |name: &str| -> Result<Option<Tokens>, GenerateError> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let fail = |reason: String| GenerateError::Checkpoint {
+                path: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| fail(format!("token ids: {e}")))
+        };
+        let generation = read(GENERATION_CONFIG_FILE)?;
+        let model = read(super::loader::CONFIG_FILE)?;
+        let eos = [&generation, &model]
+            .into_iter()
+            .flatten()
+            .find_map(|t| t.eos_token_id.as_ref())
+            .map(TokenIds::to_vec)
+            .unwrap_or_default();
+        let pad = [&generation, &model]
+            .into_iter()
+            .flatten()
+            .find_map(|t| t.pad_token_id)
+            .or_else(|| eos.first().copied())
+            .ok_or_else(|| GenerateError::Checkpoint {
+                path: dir.display().to_string(),
+                reason: format!(
+                    "neither {GENERATION_CONFIG_FILE} nor config.json names a pad_token_id or eos_token_id"
+                ),
+            })?;
+        Ok(Self::new(max_new_tokens, eos, pad))
     }
 }
 
@@ -206,6 +269,8 @@ pub fn generate(
     sampler: &mut Sampler,
 ) -> Result<Rollout, GenerateError> {
     check(model, prompts, config)?;
+    // No autodiff graph: rollouts need no gradients (a no-op for a model without autodiff).
+    let model = &model.valid();
     let device = model.device();
     let vocab = model.config().vocab_size;
     let batch = prompts.len();
