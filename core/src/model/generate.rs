@@ -6,8 +6,7 @@
 //! token's log-probability is taken **under the model's distribution at temperature 1**
 //! (`log_softmax(logits)[token]`, no top-k/top-p), whatever the sampler did: that is the policy's
 //! `logp_old` GRPO/PPO need (SPEC.md section 7), not the log-probability of the sampling
-//! distribution. Run generation on a model without autodiff (`model.valid()`): nothing here needs
-//! gradients.
+//! distribution. Generation runs on `model.valid()`, so an autodiff model builds no graph.
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -16,7 +15,6 @@ use std::path::Path;
 use thiserror::Error;
 
 use super::config::TokenIds;
-
 use super::qwen2::{Padding, Qwen2ForCausalLM};
 use super::sampling::{Sample, Sampler, log_prob};
 
