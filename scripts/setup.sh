@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-# (packages are added here as the suite starts to need them)
+need_apt=(
+  # Mesa's software Vulkan driver (lavapipe): the WGSL shader tests run on it through wgpu.
+  mesa-vulkan-drivers
+  # The browser of the playwright tests (WebGPU on its SwiftShader), and a font for screenshots.
+  chromium
+  fonts-dejavu-core
+)
 if ((${#need_apt[@]})); then
   missing=()
   for p in "${need_apt[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -21,4 +26,24 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   echo "setup: rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
+fi
+
+# wasm-bindgen-cli must equal the wasm-bindgen crate pinned in web/Cargo.toml (about 6 minutes
+# once; skipped while the installed version matches). No --locked: it fails to resolve here.
+wbg=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' web/Cargo.toml)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
+  echo "setup: cargo install wasm-bindgen-cli --version $wbg"
+  cargo install wasm-bindgen-cli --version "$wbg"
+fi
+
+# playwright-core (pinned by tests/web/package-lock.json); it drives Debian's chromium, so no
+# browser download (never `npx playwright install`).
+if ! command -v npm >/dev/null; then
+  echo "setup: node and npm are needed for the playwright tests" >&2
+  exit 1
+fi
+pw=$(sed -n 's/.*"playwright-core": "\(.*\)".*/\1/p' tests/web/package.json)
+if [ "$(cat tests/web/node_modules/playwright-core/package.json 2>/dev/null | sed -n 's/^  "version": "\(.*\)",/\1/p')" != "$pw" ]; then
+  echo "setup: npm ci in tests/web"
+  (cd tests/web && npm ci --no-audit --no-fund)
 fi

@@ -49,40 +49,76 @@ impl ErrorMetrics {
             .zip(q)
             .filter(|&(&a, &b)| finite(a, b))
             .fold(0.0f64, |m, (_, &b)| m.max((b as f64).abs()));
-        let (mut n, mut sx2, mut se2, mut srel, mut sabs, mut maxabs, mut dead, mut sat) = (
-            0usize, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize, 0usize,
-        );
+        let mut sums = MetricSums::default();
         for (&a, &b) in x.iter().zip(q) {
             if !finite(a, b) {
+                sums.non_finite += 1;
                 continue;
             }
             let (a, b) = (a as f64, b as f64);
             let err = (a - b).abs();
-            n += 1;
-            sx2 += a * a;
-            se2 += err * err;
-            srel += err / (a.abs() + RELATIVE_ERROR_EPS);
-            sabs += err;
-            maxabs = maxabs.max(err);
-            dead += usize::from(a != 0.0 && b == 0.0);
-            sat += usize::from(max_q > 0.0 && b.abs() >= SATURATION_FRACTION * max_q);
+            sums.count += 1;
+            sums.sum_x2 += a * a;
+            sums.sum_err2 += err * err;
+            sums.sum_rel_err += err / (a.abs() + RELATIVE_ERROR_EPS);
+            sums.sum_abs_err += err;
+            sums.max_abs_err = sums.max_abs_err.max(err);
+            sums.deadzone += usize::from(a != 0.0 && b == 0.0);
+            sums.saturated += usize::from(max_q > 0.0 && b.abs() >= SATURATION_FRACTION * max_q);
         }
+        sums.finish()
+    }
+}
+
+/// The sums and counts every metric is made of; [`MetricSums::finish`] turns them into
+/// [`ErrorMetrics`]. Filled element by element by [`ErrorMetrics::compute`], or from per-block
+/// partials by [`crate::error_stats`] (the GPU-shaped reduction).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct MetricSums {
+    /// Finite pairs.
+    pub count: usize,
+    /// Pairs where `x` or `q` is not finite.
+    pub non_finite: usize,
+    /// `sum x^2`.
+    pub sum_x2: f64,
+    /// `sum (x - q)^2`.
+    pub sum_err2: f64,
+    /// `sum |x - q| / (|x| + eps)`.
+    pub sum_rel_err: f64,
+    /// `sum |x - q|`.
+    pub sum_abs_err: f64,
+    /// `max |x - q|`.
+    pub max_abs_err: f64,
+    /// Elements with `x != 0` and `q == 0`.
+    pub deadzone: usize,
+    /// Elements with `|q| >= 0.99 max|q|`.
+    pub saturated: usize,
+}
+
+impl MetricSums {
+    /// The metrics of SPEC.md section 1 from the sums.
+    pub fn finish(&self) -> ErrorMetrics {
+        let n = self.count;
         let mean = |s: f64| if n == 0 { 0.0 } else { s / n as f64 };
-        Self {
+        ErrorMetrics {
             count: n,
-            non_finite: x.len() - n,
-            norm_relative_error: if sx2 > 0.0 { (se2 / sx2).sqrt() } else { 0.0 },
-            mean_relative_error: mean(srel),
-            sqnr_db: if se2 > 0.0 {
-                10.0 * (sx2 / se2).log10()
+            non_finite: self.non_finite,
+            norm_relative_error: if self.sum_x2 > 0.0 {
+                (self.sum_err2 / self.sum_x2).sqrt()
+            } else {
+                0.0
+            },
+            mean_relative_error: mean(self.sum_rel_err),
+            sqnr_db: if self.sum_err2 > 0.0 {
+                10.0 * (self.sum_x2 / self.sum_err2).log10()
             } else {
                 f64::INFINITY
             },
-            deadzone_ratio: mean(dead as f64),
-            saturation_ratio: mean(sat as f64),
-            mean_abs_error: mean(sabs),
-            max_abs_error: maxabs,
-            norm: sx2.sqrt(),
+            deadzone_ratio: mean(self.deadzone as f64),
+            saturation_ratio: mean(self.saturated as f64),
+            mean_abs_error: mean(self.sum_abs_err),
+            max_abs_error: self.max_abs_err,
+            norm: self.sum_x2.sqrt(),
         }
     }
 }
@@ -97,9 +133,9 @@ mod tests {
         let q = [1.0f32, -2.0, 0.0, 3.0];
         let m = ErrorMetrics::compute(&x, &q);
         assert_eq!(m.count, 4);
-        let se2 = 0.25 + 1.0;
-        let sx2 = 1.0 + 4.0 + 0.25 + 16.0;
-        assert!((m.norm_relative_error - (se2 / sx2 as f64).sqrt()).abs() < 1e-12);
+        let se2: f64 = 0.25 + 1.0;
+        let sx2: f64 = 1.0 + 4.0 + 0.25 + 16.0;
+        assert!((m.norm_relative_error - (se2 / sx2).sqrt()).abs() < 1e-12);
         assert!((m.mean_relative_error - (0.5 / 0.5 + 1.0 / 4.0) / 4.0).abs() < 1e-9);
         assert!((m.sqnr_db - 10.0 * (sx2 / se2).log10()).abs() < 1e-12);
         assert_eq!(m.deadzone_ratio, 0.25);

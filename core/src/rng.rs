@@ -1,6 +1,11 @@
 //! Counter-based random numbers: `hash(seed, index)` gives the same value on every platform, in
 //! any order and in parallel, which is what stochastic rounding, noise injection and the WGSL
 //! shaders need to agree bit for bit. The exact definition is in `docs/formats.md`.
+//!
+//! The transcendental functions of the normal samplers (`ln`, `cos`) come from the pure-Rust
+//! `libm` crate, not from the platform's C library: the system `log`/`cos` differ between glibc
+//! and the wasm32 target by an ulp now and then, and the browser playground must draw the very
+//! same tensors as `aqn-native quant-error` for the same seed.
 
 /// The golden-ratio increment of SplitMix64.
 pub const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -41,7 +46,7 @@ pub fn uniform_open_f64(seed: u64, index: u64) -> f64 {
 pub fn normal_f64(seed: u64, index: u64) -> f64 {
     let u1 = uniform_open_f64(seed, index.wrapping_mul(2));
     let u2 = uniform_open_f64(seed, index.wrapping_mul(2).wrapping_add(1));
-    (-2.0 * u1.ln()).sqrt() * (core::f64::consts::TAU * u2).cos()
+    (-2.0 * libm::log(u1)).sqrt() * libm::cos(core::f64::consts::TAU * u2)
 }
 
 /// A small sequential generator over the same hash, for code that draws values one after another
@@ -83,7 +88,7 @@ impl CounterRng {
     pub fn normal(&mut self) -> f64 {
         let u1 = ((self.next_u64() >> 11) + 1) as f64 * (1.0 / 9_007_199_254_740_992.0);
         let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (core::f64::consts::TAU * u2).cos()
+        (-2.0 * libm::log(u1)).sqrt() * libm::cos(core::f64::consts::TAU * u2)
     }
 
     /// A seed for an independent child stream, derived from this one.

@@ -33,6 +33,8 @@ enum Command {
     /// Print a noise schedule (SPEC.md section 3) as a table, JSON, CSV or SVG chart; with an
     /// SRDD report and a RIN policy, the per-layer effective sigma at every step.
     Schedule(cmd::schedule::ScheduleArgs),
+    /// Serve the browser playground (www/) on 127.0.0.1.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::QuantError(args) => cmd::quant_error::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

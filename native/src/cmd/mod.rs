@@ -3,3 +3,4 @@
 pub mod quant_error;
 pub mod quantize;
 pub mod schedule;
+pub mod serve;

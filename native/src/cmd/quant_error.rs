@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use aqn_core::formats::QuantSpec;
 use aqn_core::metrics::ErrorMetrics;
+use aqn_core::samples::Distribution;
 use aqn_core::tensor_file::{TensorFile, read_bytes};
 use clap::Args;
 use serde::Serialize;
@@ -14,22 +15,30 @@ use crate::table;
 
 /// Default formats compared when `--format` is not given.
 const DEFAULT_FORMATS: &[&str] = &["mxfp4", "nvfp4", "nvfp4:single-level", "fp8", "bf16"];
-/// Elements of each generated tensor.
+/// Tensors generated when neither `--input` nor `--generate` is given.
+const DEFAULT_GENERATED: &[Distribution] =
+    &[Distribution::STANDARD_NORMAL, Distribution::WEIGHT_LIKE];
+/// Default elements of each generated tensor.
 const GENERATED_LEN: usize = 1 << 20;
-/// Standard deviation of the generated weight-like tensor.
-const WEIGHT_STD: f64 = 0.02;
-/// Fraction of weight-like elements that are outliers, and their factor.
-const OUTLIER_FRACTION: f64 = 0.01;
-const OUTLIER_FACTOR: f64 = 10.0;
+/// Row length of the generated tensors (the quantization axis).
+pub const GENERATED_ROW_LEN: usize = 1 << 10;
 
 /// Arguments of `quant-error`.
 #[derive(Args)]
 pub struct QuantErrorArgs {
     /// A safetensors checkpoint (f32, f16 or bf16 tensors): report every float tensor. Without it,
-    /// two generated tensors of 1,048,576 elements: N(0,1), and weight-like N(0, 0.02) with 1% of
-    /// the elements multiplied by 10.
-    #[arg(long, value_name = "FILE")]
+    /// the tensors of `--generate`.
+    #[arg(long, value_name = "FILE", conflicts_with = "generate")]
     input: Option<PathBuf>,
+    /// Generated tensors, `KIND[:PARAM=VALUE]...` (repeat or comma-separate): normal[:std=S],
+    /// laplace[:b=B], uniform[:a=A], weight-like[:std=S][:outliers=F][:factor=K]. Default: normal
+    /// (N(0,1)) and weight-like (N(0, 0.02) with 1% of the elements multiplied by 10). The browser
+    /// playground draws the same tensors for the same seed.
+    #[arg(long, value_name = "DIST", value_delimiter = ',')]
+    generate: Vec<Distribution>,
+    /// Elements of each generated tensor, in rows of 1024 (a multiple of 1024).
+    #[arg(long, default_value_t = GENERATED_LEN, value_name = "N")]
+    elements: usize,
     /// Formats to compare, `FORMAT[:OPTION]...` (repeat or comma-separate). Formats: mxfp4,
     /// nvfp4, fp8, bf16. Options: MX scale mode floor|ceil|even|rceil; NVFP4 scaling
     /// two-level|single-level; blocks row|tile16x16 (nvfp4); sr=SEED for stochastic rounding.
@@ -63,26 +72,6 @@ pub struct Row {
     pub metrics: ErrorMetrics,
 }
 
-/// The two generated tensors of the default report.
-pub fn generated_tensors(seed: u64) -> Vec<(String, Vec<f32>)> {
-    let normal: Vec<f32> = (0..GENERATED_LEN)
-        .map(|i| aqn_core::rng::normal_f64(seed, i as u64) as f32)
-        .collect();
-    let wseed = seed.wrapping_add(1);
-    let weights: Vec<f32> = (0..GENERATED_LEN)
-        .map(|i| {
-            let z = aqn_core::rng::normal_f64(wseed, i as u64) * WEIGHT_STD;
-            let outlier =
-                f64::from(aqn_core::rng::uniform_f32(wseed ^ 0xA5A5, i as u64)) < OUTLIER_FRACTION;
-            (if outlier { z * OUTLIER_FACTOR } else { z }) as f32
-        })
-        .collect();
-    vec![
-        ("normal(0,1)".into(), normal),
-        ("weight-like(0.02,1%x10)".into(), weights),
-    ]
-}
-
 /// Resolves a possibly negative axis against a rank.
 pub fn resolve_axis(axis: i64, rank: usize, tensor: &str) -> Result<usize> {
     let a = if axis < 0 { rank as i64 + axis } else { axis };
@@ -105,11 +94,23 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
     let mut rows = Vec::new();
     match &args.input {
         None => {
-            for (name, x) in generated_tensors(args.seed) {
+            if args.elements == 0 || !args.elements.is_multiple_of(GENERATED_ROW_LEN) {
+                anyhow::bail!(
+                    "--elements {} is not a positive multiple of the row length {GENERATED_ROW_LEN}",
+                    args.elements
+                );
+            }
+            let dists = if args.generate.is_empty() {
+                DEFAULT_GENERATED.to_vec()
+            } else {
+                args.generate.clone()
+            };
+            for dist in dists {
+                let x = dist.generate(args.elements, args.seed)?;
                 for spec in &formats {
-                    let q = spec.fake_quantize_vec(&x, 1 << 10)?;
+                    let q = spec.fake_quantize_vec(&x, GENERATED_ROW_LEN)?;
                     rows.push(Row {
-                        tensor: name.clone(),
+                        tensor: dist.label(),
                         dtype: "generated".into(),
                         elements: x.len(),
                         format: spec.label(),

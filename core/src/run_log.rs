@@ -1,0 +1,211 @@
+//! The trainer's run logs, as the run viewer reads them (schema: docs/run_format.md).
+//!
+//! - `metrics.jsonl`: one JSON object per line with an integer `step` (>= 1) and any number of
+//!   metrics named `namespace/name` (`reward/mean`, `val/accuracy`, `aqn/sigma`); numbers are
+//!   series, `null` is a missing value, other values (strings, booleans, objects) are ignored.
+//! - `noise_audit.jsonl`: one JSON object per line per optimizer step with noise on:
+//!   `{"step": 12, "sigma": 0.004, "targets": [{"name": "...", "sigma": 0.004,
+//!   "realized_std": 0.00398, "multiplier": 1.0, "elements": 896}]}` (`multiplier` and
+//!   `elements` optional).
+//!
+//! Parsing checks every line and names the first bad one; blank lines are skipped.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a run log was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RunLogError {
+    /// A line that is not a JSON object of the schema.
+    #[error("{source_name} line {line}: {reason}")]
+    BadLine {
+        /// The file.
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file without a single record.
+    #[error("{source_name} holds no records (expected one JSON object per line)")]
+    Empty {
+        /// The file.
+        source_name: String,
+    },
+}
+
+/// `metrics.jsonl` as columns: the steps, and per metric one value per step (None where a line
+/// does not have it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MetricsLog {
+    /// The step of each line, in file order.
+    pub steps: Vec<u64>,
+    /// Each numeric metric, aligned with `steps`.
+    pub series: BTreeMap<String, Vec<Option<f64>>>,
+}
+
+/// One target of one audit line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditTarget {
+    /// The parameter name.
+    pub name: String,
+    /// The sigma applied to it (schedule sigma times multiplier).
+    pub sigma: f64,
+    /// The realized standard deviation of `w - w_clean`.
+    pub realized_std: f64,
+    /// The RIN multiplier in force.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// Elements of the tensor.
+    #[serde(default)]
+    pub elements: Option<u64>,
+}
+
+/// One audit line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The optimizer step.
+    pub step: u64,
+    /// The schedule's sigma at this step.
+    pub sigma: f64,
+    /// Every targeted tensor.
+    pub targets: Vec<AuditTarget>,
+}
+
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+}
+
+/// Parses `metrics.jsonl` text (named `source_name` in errors).
+pub fn parse_metrics(text: &str, source_name: &str) -> Result<MetricsLog, RunLogError> {
+    let bad = |line: usize, reason: String| RunLogError::BadLine {
+        source_name: source_name.to_string(),
+        line,
+        reason,
+    };
+    let mut log = MetricsLog::default();
+    for (line, l) in lines(text) {
+        let value: serde_json::Value =
+            serde_json::from_str(l).map_err(|e| bad(line, format!("not JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| bad(line, "not a JSON object".into()))?;
+        let step = obj
+            .get("step")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| bad(line, "no integer `step` >= 1".into()))?;
+        let row = log.steps.len();
+        log.steps.push(step);
+        for (key, v) in obj {
+            if key == "step" {
+                continue;
+            }
+            let Some(x) = v.as_f64() else { continue };
+            let column = log
+                .series
+                .entry(key.clone())
+                .or_insert_with(|| vec![None; row]);
+            column.resize(row, None);
+            column.push(Some(x));
+        }
+        for column in log.series.values_mut() {
+            column.resize(row + 1, None);
+        }
+    }
+    if log.steps.is_empty() {
+        return Err(RunLogError::Empty {
+            source_name: source_name.to_string(),
+        });
+    }
+    Ok(log)
+}
+
+/// Parses `noise_audit.jsonl` text.
+pub fn parse_audit(text: &str, source_name: &str) -> Result<Vec<AuditRecord>, RunLogError> {
+    let records = lines(text)
+        .map(|(line, l)| {
+            let r: AuditRecord = serde_json::from_str(l).map_err(|e| RunLogError::BadLine {
+                source_name: source_name.to_string(),
+                line,
+                reason: e.to_string(),
+            })?;
+            let finite = r.sigma.is_finite()
+                && r.targets
+                    .iter()
+                    .all(|t| t.sigma.is_finite() && t.realized_std.is_finite());
+            if !finite {
+                return Err(RunLogError::BadLine {
+                    source_name: source_name.to_string(),
+                    line,
+                    reason: "a sigma or realized_std is not a finite number".into(),
+                });
+            }
+            Ok(r)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if records.is_empty() {
+        return Err(RunLogError::Empty {
+            source_name: source_name.to_string(),
+        });
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_become_aligned_columns() {
+        let text = "{\"step\": 1, \"reward/mean\": 0.5, \"phase\": \"rollout\"}\n\n\
+                    {\"step\": 2, \"val/accuracy\": 0.25, \"reward/mean\": null}\n\
+                    {\"step\": 3, \"reward/mean\": 0.75}\n";
+        let log = parse_metrics(text, "m.jsonl").unwrap();
+        assert_eq!(log.steps, vec![1, 2, 3]);
+        assert_eq!(log.series["reward/mean"], vec![Some(0.5), None, Some(0.75)]);
+        assert_eq!(log.series["val/accuracy"], vec![None, Some(0.25), None]);
+        assert!(!log.series.contains_key("phase"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let err = parse_metrics("{\"step\": 1}\n{\"loss\": 2}\n", "m.jsonl").unwrap_err();
+        assert_eq!(err.to_string(), "m.jsonl line 2: no integer `step` >= 1");
+        let err = parse_metrics("{\"step\": 1}\nnot json\n", "m.jsonl").unwrap_err();
+        assert!(
+            err.to_string().starts_with("m.jsonl line 2: not JSON"),
+            "{err}"
+        );
+        let err = parse_metrics("\n\n", "m.jsonl").unwrap_err();
+        assert!(matches!(err, RunLogError::Empty { .. }));
+        let err = parse_audit("{\"step\": 1, \"sigma\": 0.1}\n", "a.jsonl").unwrap_err();
+        assert!(err.to_string().contains("missing field `targets`"), "{err}");
+    }
+
+    #[test]
+    fn audit_lines_parse() {
+        let text = "{\"step\": 4, \"sigma\": 0.01, \"targets\": [{\"name\": \"l0.norm\", \
+                    \"sigma\": 0.012, \"realized_std\": 0.0119, \"multiplier\": 1.2}]}";
+        let r = parse_audit(text, "a.jsonl").unwrap();
+        assert_eq!(r[0].targets[0].multiplier, Some(1.2));
+        assert_eq!(r[0].targets[0].elements, None);
+    }
+
+    #[test]
+    fn the_sample_run_parses() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/run_sample/");
+        let m = std::fs::read_to_string(format!("{dir}metrics.jsonl")).unwrap();
+        let a = std::fs::read_to_string(format!("{dir}noise_audit.jsonl")).unwrap();
+        let log = parse_metrics(&m, "metrics.jsonl").unwrap();
+        let audit = parse_audit(&a, "noise_audit.jsonl").unwrap();
+        assert!(log.series.contains_key("val/accuracy") && log.series.contains_key("aqn/sigma"));
+        assert!(!audit.is_empty() && !audit[0].targets.is_empty());
+    }
+}
