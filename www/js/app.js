@@ -22,21 +22,20 @@ async function main() {
     return;
   }
   document.body.dataset.wasmMs = (performance.now() - t0).toFixed(1);
-  let gpuInfo;
-  try {
-    gpuInfo = await openGpu(aqn);
-  } catch (e) {
-    gpuInfo = { reason: `WebGPU failed to start: ${messageOf(e)}` };
-  }
-  engine.textContent = `aqn-core ${aqn.version()} (wasm) · ` + (gpuInfo.gpu ? 'WebGPU available' : 'CPU only');
-  engine.title = gpuInfo.gpu ? gpuInfo.gpu.name : gpuInfo.reason;
-  engine.className = 'badge ' + (gpuInfo.gpu ? 'gpu' : 'cpu');
-  document.body.dataset.webgpu = gpuInfo.gpu ? 'yes' : 'no';
+  // WebGPU opens in the background (adapter, module, pipelines): only the lab waits for it.
+  const gpuReady = openGpu(aqn).catch((e) => ({ reason: `WebGPU failed to start: ${messageOf(e)}` }));
+  engine.textContent = `aqn-core ${aqn.version()} (wasm) · probing WebGPU…`;
+  gpuReady.then((gpuInfo) => {
+    engine.textContent = `aqn-core ${aqn.version()} (wasm) · ` + (gpuInfo.gpu ? 'WebGPU available' : 'CPU only');
+    engine.title = gpuInfo.gpu ? gpuInfo.gpu.name : gpuInfo.reason;
+    engine.className = 'badge ' + (gpuInfo.gpu ? 'gpu' : 'cpu');
+    document.body.dataset.webgpu = gpuInfo.gpu ? 'yes' : 'no';
+  });
 
   const panels = {};
   const makers = {
     schedules: (el) => createSchedules(el, aqn),
-    lab: (el) => createLab(el, aqn, gpuInfo),
+    lab: (el) => createLab(el, aqn, gpuReady),
     runs: (el) => createRuns(el, aqn),
   };
   function show(name) {

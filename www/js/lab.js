@@ -26,7 +26,8 @@ const METRICS = [
   ['norm', '‖x‖', (v) => v.toExponential(5)],
 ];
 
-export function createLab(root, aqn, gpuInfo) {
+export function createLab(root, aqn, gpuReady) {
+  let gpuInfo = { reason: 'WebGPU is still starting' };
   const st = {
     source: get('src', 'generate'),
     dist: get('dist', 'normal'),
@@ -194,6 +195,7 @@ export function createLab(root, aqn, gpuInfo) {
   async function run() {
     saveState();
     document.body.dataset.lab = 'running';
+    gpuInfo = await gpuReady;
     let t;
     let spec;
     try {
