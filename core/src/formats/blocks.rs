@@ -27,7 +27,7 @@ impl BlockGrid {
         block: usize,
         layout: BlockLayout,
     ) -> Result<Self, FormatError> {
-        if row_len == 0 || len % row_len != 0 {
+        if row_len == 0 || !len.is_multiple_of(row_len) {
             if len == 0 && row_len == 0 {
                 return Ok(Self {
                     rows: 0,
@@ -97,7 +97,7 @@ impl BlockGrid {
     /// Whether the fast path applies: 1-D blocks that tile every row exactly, so the flat buffer is
     /// a sequence of whole blocks.
     pub fn is_uniform(&self) -> bool {
-        self.layout == BlockLayout::Row && self.row_len % self.block == 0
+        self.layout == BlockLayout::Row && self.row_len.is_multiple_of(self.block)
     }
 }
 

@@ -39,7 +39,7 @@ pub fn block_scale(amax_b: f32, g: f32) -> (u8, f32) {
 
 /// Fake-quantizes the elements of one block (given as ranges of the flat buffer).
 #[inline(always)]
-fn fake_block_ranges<'a>(
+fn fake_block_ranges(
     x: &[f32],
     out: &mut [f32],
     ranges: impl Iterator<Item = core::ops::Range<usize>> + Clone,
