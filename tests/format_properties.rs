@@ -1,6 +1,8 @@
 //! Property tests of the formats (proptest): representability, idempotence, sign symmetry and the
 //! half-step error bound.
 
+#![allow(clippy::needless_range_loop)] // parallel arrays indexed by element
+
 use aqn_core::formats::e2m1::{E2M1_VALUES, unpack_nibble};
 use aqn_core::formats::e4m3::e4m3_to_f32;
 use aqn_core::formats::e8m0::e8m0_to_f32;

@@ -2,6 +2,7 @@
 //! API on the NdArray backend, for every format and option, along every axis; and the STE passes
 //! the gradient of SPEC.md section 2.
 
+#![allow(clippy::needless_range_loop)] // parallel arrays indexed by element
 #![allow(deprecated)] // Device::ndarray: the NdArray backend is deprecated upstream but is our CPU reference.
 
 use aqn_core::formats::{BlockLayout, MxScaleMode, NvScaling, QuantFormat, QuantSpec, Rounding};
@@ -65,7 +66,7 @@ fn assert_same_bits(a: &[f32], b: &[f32], ctx: &str) {
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
 #[test]
