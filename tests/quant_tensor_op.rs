@@ -171,7 +171,7 @@ fn straight_through_gradient() {
         let grads = loss.backward();
         let g = x
             .grad(&grads)
-            .map(|g| values(g))
+            .map(values)
             .unwrap_or_else(|| vec![0.0; 64]);
         let want: Vec<f32> = match gradient {
             QuantGradient::Ste => values(w.clone().detach()),
