@@ -16,9 +16,11 @@ pub mod npy_file;
 #[cfg(feature = "burn")]
 pub mod quant;
 pub mod rin;
+pub mod rl;
 pub mod rng;
 pub mod run;
 pub mod run_log;
 pub mod samples;
 pub mod schedule;
+pub mod task;
 pub mod tensor_file;
