@@ -169,10 +169,7 @@ fn straight_through_gradient() {
         );
         let loss = (q * w.clone()).sum();
         let grads = loss.backward();
-        let g = x
-            .grad(&grads)
-            .map(values)
-            .unwrap_or_else(|| vec![0.0; 64]);
+        let g = x.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; 64]);
         let want: Vec<f32> = match gradient {
             QuantGradient::Ste => values(w.clone().detach()),
             QuantGradient::None => vec![0.0; 64],

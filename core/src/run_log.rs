@@ -1,12 +1,12 @@
 //! The trainer's run logs, as the run viewer reads them (schema: docs/run_format.md).
 //!
-//! - `metrics.jsonl`: one JSON object per line with an integer `step` (>= 1) and any number of
+//! - `metrics.jsonl`: one JSON object per line with an integer `step` (>= 0; step 0 is the evaluation before training) and any number of
 //!   metrics named `namespace/name` (`reward/mean`, `val/accuracy`, `aqn/sigma`); numbers are
 //!   series, `null` is a missing value, other values (strings, booleans, objects) are ignored.
 //! - `noise_audit.jsonl`: one JSON object per line per optimizer step with noise on:
 //!   `{"step": 12, "sigma": 0.004, "targets": [{"name": "...", "sigma": 0.004,
-//!   "realized_std": 0.00398, "multiplier": 1.0, "elements": 896}]}` (`multiplier` and
-//!   `elements` optional).
+//!   "realized_std": 0.00398, "multiplier": 1.0, "elements": 896, "layer": 0}],
+//!   "multipliers": [1.0, 1.2]}` (`multiplier`, `elements`, `layer` and `multipliers` optional).
 //!
 //! Parsing checks every line and names the first bad one; blank lines are skipped.
 
@@ -62,6 +62,9 @@ pub struct AuditTarget {
     /// Elements of the tensor.
     #[serde(default)]
     pub elements: Option<u64>,
+    /// The decoder layer of the tensor (absent for tensors outside the decoder layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
 }
 
 /// One audit line.
@@ -73,6 +76,9 @@ pub struct AuditRecord {
     pub sigma: f64,
     /// Every targeted tensor.
     pub targets: Vec<AuditTarget>,
+    /// The RIN multipliers in force, one per decoder layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipliers: Option<Vec<f64>>,
 }
 
 fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
@@ -99,8 +105,7 @@ pub fn parse_metrics(text: &str, source_name: &str) -> Result<MetricsLog, RunLog
         let step = obj
             .get("step")
             .and_then(serde_json::Value::as_u64)
-            .filter(|&s| s >= 1)
-            .ok_or_else(|| bad(line, "no integer `step` >= 1".into()))?;
+            .ok_or_else(|| bad(line, "no integer `step` >= 0".into()))?;
         let row = log.steps.len();
         log.steps.push(step);
         for (key, v) in obj {
@@ -139,12 +144,13 @@ pub fn parse_audit(text: &str, source_name: &str) -> Result<Vec<AuditRecord>, Ru
             let finite = r.sigma.is_finite()
                 && r.targets
                     .iter()
-                    .all(|t| t.sigma.is_finite() && t.realized_std.is_finite());
+                    .all(|t| t.sigma.is_finite() && t.realized_std.is_finite())
+                && r.multipliers.iter().flatten().all(|m| m.is_finite());
             if !finite {
                 return Err(RunLogError::BadLine {
                     source_name: source_name.to_string(),
                     line,
-                    reason: "a sigma or realized_std is not a finite number".into(),
+                    reason: "a sigma, realized_std or multiplier is not a finite number".into(),
                 });
             }
             Ok(r)
@@ -177,7 +183,7 @@ mod tests {
     #[test]
     fn bad_lines_are_named() {
         let err = parse_metrics("{\"step\": 1}\n{\"loss\": 2}\n", "m.jsonl").unwrap_err();
-        assert_eq!(err.to_string(), "m.jsonl line 2: no integer `step` >= 1");
+        assert_eq!(err.to_string(), "m.jsonl line 2: no integer `step` >= 0");
         let err = parse_metrics("{\"step\": 1}\nnot json\n", "m.jsonl").unwrap_err();
         assert!(
             err.to_string().starts_with("m.jsonl line 2: not JSON"),
@@ -196,6 +202,18 @@ mod tests {
         let r = parse_audit(text, "a.jsonl").unwrap();
         assert_eq!(r[0].targets[0].multiplier, Some(1.2));
         assert_eq!(r[0].targets[0].elements, None);
+        assert_eq!(
+            (r[0].targets[0].layer, r[0].multipliers.clone()),
+            (None, None)
+        );
+        let text = "{\"step\": 4, \"sigma\": 0.01, \"multipliers\": [1.0, 1.5], \"targets\": \
+                    [{\"name\": \"model.layers.1.input_layernorm.weight\", \"sigma\": 0.015, \
+                    \"realized_std\": 0.0149, \"layer\": 1}]}";
+        let r = parse_audit(text, "a.jsonl").unwrap();
+        assert_eq!(r[0].targets[0].layer, Some(1));
+        assert_eq!(r[0].multipliers, Some(vec![1.0, 1.5]));
+        let bad = text.replace("1.5]", "NaN]");
+        assert!(parse_audit(&bad, "a.jsonl").is_err());
     }
 
     #[test]

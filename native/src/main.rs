@@ -1,5 +1,6 @@
 //! `aqn-native`: quantization-aware RL with Adaptive Quantization Noise, from the command line.
 
+mod backend;
 mod cmd;
 mod progress;
 mod table;
@@ -33,8 +34,22 @@ enum Command {
     /// Print a noise schedule (SPEC.md section 3) as a table, JSON, CSV or SVG chart; with an
     /// SRDD report and a RIN policy, the per-layer effective sigma at every step.
     Schedule(cmd::schedule::ScheduleArgs),
+    /// Pretrain the built-in tiny model on the synthetic task (supervised) and save it in HF
+    /// layout.
+    Pretrain(cmd::pretrain::PretrainArgs),
+    /// Train with GRPO / DAPO: a preset (the experiment) on a profile (the scale). With no
+    /// arguments: NVFP4 W4A16 + LoRA + AQN on the built-in tiny model, on the CPU.
+    Train(cmd::train::TrainArgs),
     /// Serve the browser playground (www/) on 127.0.0.1.
     Serve(cmd::serve::ServeArgs),
+    /// GPU benchmarks as JSON: fused fake-quantize bandwidth beside a device copy, rollout
+    /// tokens/s and one GRPO step of a random-weight model (scripts/gpu_bench.sh compares them
+    /// with HF transformers).
+    Bench(cmd::bench::BenchArgs),
+    /// SRDD (SPEC.md section 5): per-layer quantization error of a checkpoint's layer outputs
+    /// (or projection inputs or weights) in a format; table, JSON report, SVG chart, RIN
+    /// multipliers.
+    Srdd(cmd::srdd::SrddArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,7 +58,11 @@ fn main() -> ExitCode {
         Command::QuantError(args) => cmd::quant_error::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Schedule(args) => cmd::schedule::run(args),
+        Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Srdd(args) => cmd::srdd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

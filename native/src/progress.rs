@@ -15,3 +15,13 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// Prints a line above the bar, or plainly on stderr when the bar is hidden (not a terminal), so
+/// logs keep every line.
+pub fn line(pb: &ProgressBar, msg: impl AsRef<str>) {
+    if pb.is_hidden() {
+        eprintln!("{}", msg.as_ref());
+    } else {
+        pb.println(msg.as_ref());
+    }
+}

@@ -52,4 +52,7 @@ pub enum FormatError {
     /// Packed buffers whose sizes do not match their description.
     #[error("packed tensor is inconsistent: {0}")]
     BadPacked(String),
+    /// A tensor the fused GPU kernels cannot take (device, dtype, size).
+    #[error("fused quantization kernel: {0}")]
+    Device(String),
 }

@@ -9,18 +9,24 @@
 //!   call index, pass), hashed to a counter-RNG stream, so every draw is distinct and
 //!   reproducible; see [`key`].
 //!
-//! Wiring them into the model's matmuls, per phase (rollout, training), is the model's job: call
-//! `model.inject(y, &key, source)` on the output and, when gradients get noise too,
-//! `grad_noise(y, &model, &key, source)` on it as well (the key's pass is set by each function).
+//! Wiring them into the model's matmuls, per phase (rollout, training): [`HwNoiseConfig`] (model,
+//! sites, passes, phase, seed; [`config`]), applied by `Qwen2ForCausalLM::with_hw_noise`
+//! ([`wiring`]) as one [`SiteNoise`] per targeted matmul ([`site`]), armed per phase and step by
+//! `Qwen2ForCausalLM::for_phase`: each call of a site draws with its own key.
 
+pub mod config;
 pub mod error;
 pub mod grad;
 pub mod key;
 pub mod model;
+pub mod site;
 pub mod source;
+pub mod wiring;
 
+pub use config::{HwNoiseConfig, HwSite, NoisePasses};
 pub use error::HwNoiseError;
 pub use grad::grad_noise;
 pub use key::{NoiseKey, NoisePass};
 pub use model::{HwErrorModel, HwModelKind};
+pub use site::SiteNoise;
 pub use source::NoiseSource;

@@ -10,6 +10,7 @@ use burn::tensor::{Bool, Device, Tensor};
 use super::cache::LayerCache;
 use super::linear::{QLinear, QLinearConfig};
 use super::rotary::RotaryTables;
+use crate::hw_noise::site::SiteNoise;
 
 /// The score given to a hidden (masked) query/key pair before the softmax: the most negative finite
 /// f32, so its weight underflows to exactly 0 next to any visible key, and a row with every key
@@ -50,6 +51,34 @@ pub struct Attention {
     pub num_kv_heads: usize,
     /// Per-head width.
     pub head_dim: usize,
+    /// Hardware error on the score and context matmuls.
+    #[module(skip)]
+    pub hooks: AttentionHooks,
+}
+
+/// Hardware error wired to the two matmuls inside attention (SPEC.md section 6, optional sites).
+#[derive(Clone, Debug, Default)]
+pub struct AttentionHooks {
+    /// On `q k^T`, before the scaling and the mask.
+    pub scores: Option<SiteNoise>,
+    /// On `softmax(scores) v`.
+    pub context: Option<SiteNoise>,
+}
+
+impl AttentionHooks {
+    fn scores<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
+        match &self.scores {
+            Some(n) => n.apply(y),
+            None => y,
+        }
+    }
+
+    fn context<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
+        match &self.context {
+            Some(n) => n.apply(y),
+            None => y,
+        }
+    }
 }
 
 impl AttentionConfig {
@@ -83,6 +112,7 @@ impl AttentionConfig {
             num_heads: self.num_attention_heads,
             num_kv_heads: self.num_key_value_heads,
             head_dim: self.head_dim,
+            hooks: AttentionHooks::default(),
         }
     }
 }
@@ -141,18 +171,32 @@ pub fn grouped_query_attention(
     mask: Tensor<4, Bool>,
     scale: f64,
 ) -> Tensor<4> {
+    grouped_query_attention_with(q, k_t, v, mask, scale, &AttentionHooks::default())
+}
+
+/// [`grouped_query_attention`] with hardware error on its two matmuls as `hooks` say (the
+/// perturbed tensors are the stacked `[batch, kv_heads, n_rep * seq, keys]` scores and
+/// `[batch, kv_heads, n_rep * seq, head_dim]` context).
+pub fn grouped_query_attention_with(
+    q: Tensor<4>,
+    k_t: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4, Bool>,
+    scale: f64,
+    hooks: &AttentionHooks,
+) -> Tensor<4> {
     let [b, h, s, d] = q.dims();
     let [_, kv, _, t] = k_t.dims();
     let n_rep = h / kv;
     // Query head kv * n_rep + r is row block r of kv head `kv`'s stacked query matrix.
     let q = q.reshape([b, kv, n_rep * s, d]);
-    let scores = q
-        .matmul(k_t)
+    let scores = hooks
+        .scores(q.matmul(k_t))
         .mul_scalar(scale)
         .reshape([b, kv, n_rep, s, t]);
     let mask: Tensor<5, Bool> = mask.unsqueeze_dim(2);
     let weights = softmax(scores.mask_fill(mask, MASKED_SCORE), 4).reshape([b, kv, n_rep * s, t]);
-    weights.matmul(v).reshape([b, h, s, d])
+    hooks.context(weights.matmul(v)).reshape([b, h, s, d])
 }
 
 impl Attention {
@@ -184,7 +228,7 @@ impl Attention {
             None => (k.swap_dims(2, 3), v),
         };
         let scale = (self.head_dim as f64).powf(-0.5);
-        let out = grouped_query_attention(q, k_t, v, mask.clone(), scale);
+        let out = grouped_query_attention_with(q, k_t, v, mask.clone(), scale, &self.hooks);
         self.o_proj.forward(
             out.swap_dims(1, 2)
                 .reshape([b, s, self.num_heads * self.head_dim]),

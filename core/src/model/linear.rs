@@ -8,11 +8,33 @@
 //! The weight is stored as HF/PyTorch store it, `[out, in]` (the transpose of `burn::nn::Linear`),
 //! so the reduction axis `in` is the last one: it is the quantization axis of MXFP4/NVFP4 blocks, and
 //! a checkpoint's tensors load without transposition.
+//!
+//! What a projection does besides `x W^T + b` is recorded in it by the model-level calls
+//! (`with_quantization`, `with_lora`, `with_hw_noise`, `for_phase`): its [`LinearHooks`] (the
+//! quantizer and cached `Q(W)`, the hardware-error site, an SRDD input recorder) and its optional
+//! [`LoraAdapter`]. A projection with none of them computes exactly what the plain layer did.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
+
+use crate::hw_noise::site::SiteNoise;
+use crate::lora::LoraAdapter;
+use crate::qat::{LinearQuant, WeightQuantState};
+use crate::srdd::recorder::InputRecorder;
+
+/// Everything a projection does besides its parameters: not part of the module's parameters
+/// (`#[module(skip)]`), carried along by clones.
+#[derive(Clone, Debug, Default)]
+pub struct LinearHooks {
+    /// The weight/input quantizers (none: BF16 mode, plain f32) and the cached `Q(W)`.
+    pub quant: WeightQuantState,
+    /// Hardware error on the matmul output.
+    pub noise: Option<SiteNoise>,
+    /// SRDD's recorder of the (unquantized) input.
+    pub recorder: Option<InputRecorder>,
+}
 
 /// Configuration of a [`QLinear`].
 #[derive(Config, Debug)]
@@ -39,6 +61,11 @@ pub struct QLinear {
     pub weight: Param<Tensor<2>>,
     /// `[d_output]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// The LoRA adapter (trainable, in f32, never quantized), if any.
+    pub lora: Option<LoraAdapter>,
+    /// Quantization, hardware error, recorder.
+    #[module(skip)]
+    pub hooks: LinearHooks,
 }
 
 impl QLinearConfig {
@@ -67,12 +94,29 @@ impl QLinearConfig {
         let bias = self
             .bias
             .then(|| Initializer::Zeros.init([self.d_output], device));
-        QLinear { weight, bias }
+        QLinear {
+            weight,
+            bias,
+            lora: None,
+            hooks: LinearHooks::default(),
+        }
     }
 }
 
 impl QLinear {
-    /// Applies `x W^T + b`.
+    /// A plain projection with the given parameters (no adapter, no hooks).
+    pub fn new(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+            hooks: LinearHooks::default(),
+        }
+    }
+
+    /// Applies `Q(x) Q(W)^T + b + lora(x)`, where `Q` is the identity unless a quantized mode is
+    /// set, the hardware error (if wired and active) perturbs the matmul output before the bias,
+    /// and the LoRA term reads the unquantized input.
     ///
     /// # Shapes
     /// - `x`: `[..., d_input]`
@@ -90,20 +134,48 @@ impl QLinear {
         out_dims[D - 1] = d_output;
         let rows = x.shape().num_elements() / d_input;
         let x = x.reshape([rows, d_input]);
+        if let Some(recorder) = &self.hooks.recorder {
+            recorder.record(&x);
+        }
+        let weight = self.hooks.quant.effective(weight);
+        let xq = match self.hooks.quant.quant() {
+            Some(q) => q.quantize_input(x.clone()),
+            None => x.clone(),
+        };
         // CPU backends copy a transposed (non-contiguous) matmul operand into a contiguous one, so
         // each orientation copies something: `x W^T` copies the weight (d_out x d_in), `(W x^T)^T`
         // copies the activations in and out (rows x (d_in + d_out)). Decoding steps have few rows,
         // prefill and training many: take the cheaper one. Both are `x W^T` (tested to agree).
         let y = if rows * (d_input + d_output) < d_input * d_output {
-            weight.matmul(x.transpose()).transpose()
+            weight.matmul(xq.transpose()).transpose()
         } else {
-            x.matmul(weight.transpose())
+            xq.matmul(weight.transpose())
+        };
+        let y = match &self.hooks.noise {
+            Some(noise) => noise.apply(y),
+            None => y,
         };
         let y = match &self.bias {
             Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,
         };
+        let y = match &self.lora {
+            Some(lora) => y + lora.forward(x),
+            None => y,
+        };
         y.reshape(out_dims)
+    }
+
+    /// The quantizer of this projection, if a quantized mode is set.
+    pub fn quantization(&self) -> Option<&LinearQuant> {
+        self.hooks.quant.quant()
+    }
+
+    /// Recomputes the cached `Q(W)` from the current weight (see [`WeightQuantState`]).
+    pub fn refresh_quantized_weight(mut self) -> Self {
+        let w = self.weight.val();
+        self.hooks.quant.refresh(&w);
+        self
     }
 
     /// Input features.
@@ -126,16 +198,16 @@ mod tests {
     #[test]
     fn forward_is_x_wt_plus_b() {
         let device = Device::ndarray();
-        let layer = QLinear {
-            weight: Param::from_data(
+        let layer = QLinear::new(
+            Param::from_data(
                 TensorData::new(vec![1.0f32, 2.0, 3.0, -1.0, 0.5, 0.0], [2, 3]),
                 &device,
             ),
-            bias: Some(Param::from_data(
+            Some(Param::from_data(
                 TensorData::new(vec![0.25f32, -0.5], [2]),
                 &device,
             )),
-        };
+        );
         assert_eq!((layer.d_output(), layer.d_input()), (2, 3));
         let x = Tensor::<2>::from_data(
             TensorData::new(vec![1.0f32, 1.0, 1.0, 2.0, 0.0, -1.0], [2, 3]),

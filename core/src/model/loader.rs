@@ -83,6 +83,64 @@ pub const NAME_TABLE: &[(&str, &str)] = &[
     ("model.norm.weight", "model.norm.weight"),
     // Untied lm_head [vocab, hidden].
     ("lm_head.weight", "lm_head.weight"),
+    // LoRA factors (crate::lora), named as PEFT names them without its `base_model.model.`
+    // prefix: A [r, in], B [out, r]. Not part of a base checkpoint.
+    (
+        "model.layers.{i}.self_attn.q_proj.lora.lora_a",
+        "model.layers.{i}.self_attn.q_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.q_proj.lora.lora_b",
+        "model.layers.{i}.self_attn.q_proj.lora_B.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.k_proj.lora.lora_a",
+        "model.layers.{i}.self_attn.k_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.k_proj.lora.lora_b",
+        "model.layers.{i}.self_attn.k_proj.lora_B.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.v_proj.lora.lora_a",
+        "model.layers.{i}.self_attn.v_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.v_proj.lora.lora_b",
+        "model.layers.{i}.self_attn.v_proj.lora_B.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.o_proj.lora.lora_a",
+        "model.layers.{i}.self_attn.o_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.self_attn.o_proj.lora.lora_b",
+        "model.layers.{i}.self_attn.o_proj.lora_B.weight",
+    ),
+    (
+        "model.layers.{i}.mlp.gate_proj.lora.lora_a",
+        "model.layers.{i}.mlp.gate_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.mlp.gate_proj.lora.lora_b",
+        "model.layers.{i}.mlp.gate_proj.lora_B.weight",
+    ),
+    (
+        "model.layers.{i}.mlp.up_proj.lora.lora_a",
+        "model.layers.{i}.mlp.up_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.mlp.up_proj.lora.lora_b",
+        "model.layers.{i}.mlp.up_proj.lora_B.weight",
+    ),
+    (
+        "model.layers.{i}.mlp.down_proj.lora.lora_a",
+        "model.layers.{i}.mlp.down_proj.lora_A.weight",
+    ),
+    (
+        "model.layers.{i}.mlp.down_proj.lora.lora_b",
+        "model.layers.{i}.mlp.down_proj.lora_B.weight",
+    ),
 ];
 
 /// With tied embeddings the lm_head owns the shared matrix, which HF checkpoints store (once) as

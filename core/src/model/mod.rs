@@ -9,23 +9,28 @@
 
 pub mod attention;
 pub mod cache;
+pub mod char_tokenizer;
 pub mod config;
 pub mod decoder_layer;
 pub mod generate;
 pub mod linear;
+pub mod linear_site;
 pub mod loader;
 pub mod mlp;
 pub mod named_params;
+pub mod phase_model;
 pub mod qwen2;
 pub mod rms_norm;
 pub mod rotary;
 pub mod sampling;
+pub mod save;
 pub mod tokenizer;
 
 pub use cache::{KvCache, LayerCache};
 pub use config::{ConfigError, Qwen2Config};
 pub use generate::{GenerateError, GenerationConfig, Rollout, generate};
-pub use linear::{QLinear, QLinearConfig};
+pub use linear::{LinearHooks, QLinear, QLinearConfig};
+pub use linear_site::{LinearKind, LinearSite};
 pub use loader::{LoadError, load_qwen2, load_weights};
 pub use named_params::{NamedParamMapper, NamedParamVisitor};
 pub use qwen2::{Padding, Qwen2ForCausalLM, Qwen2Model};

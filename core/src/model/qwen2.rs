@@ -19,6 +19,7 @@ use super::linear::{QLinear, QLinearConfig};
 use super::mlp::MlpConfig;
 use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
+use crate::qat::{LinearQuant, WeightQuantState};
 
 /// How many padding tokens start each row of a left-padded batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +109,9 @@ pub struct Qwen2ForCausalLM {
     rotary: RotaryEmbedding,
     #[module(skip)]
     config: Qwen2Config,
+    /// The embedding table's quantizer (quantization modes that do not exclude `embed_tokens`).
+    #[module(skip)]
+    embed_quant: WeightQuantState,
 }
 
 /// What one forward pass returns besides the final hidden states.
@@ -161,6 +165,7 @@ impl Qwen2Config {
                 .with_theta(self.rope_theta())
                 .init(),
             config: self.clone(),
+            embed_quant: WeightQuantState::default(),
         }
     }
 }
@@ -194,6 +199,30 @@ impl Qwen2ForCausalLM {
         }
     }
 
+    /// The table the token lookup reads: the embedding matrix, fake-quantized along the hidden
+    /// axis when a quantization mode includes `embed_tokens`.
+    pub fn embedding_table(&self) -> Tensor<2> {
+        self.embed_quant.effective(self.embedding_weight())
+    }
+
+    /// The embedding's quantizer, if a quantization mode includes it.
+    pub fn embedding_quantization(&self) -> Option<&LinearQuant> {
+        self.embed_quant.quant()
+    }
+
+    /// Sets the embedding's quantizer (and fills its cache).
+    pub(crate) fn with_embedding_quant(mut self, quant: Option<LinearQuant>) -> Self {
+        self.embed_quant = WeightQuantState::new(quant);
+        self.refresh_embedding_quant()
+    }
+
+    /// Recomputes the embedding's cached `Q(E)` from the current matrix.
+    pub(crate) fn refresh_embedding_quant(mut self) -> Self {
+        let table = self.embedding_weight();
+        self.embed_quant.refresh(&table);
+        self
+    }
+
     fn run(
         &self,
         input_ids: Tensor<2, Int>,
@@ -220,7 +249,7 @@ impl Qwen2ForCausalLM {
         let rope = self.rotary.tables(&positions, b, s, &device);
         let mask = Tensor::<4, Bool>::from_data(TensorData::new(mask, [b, 1, s, keys]), &device);
 
-        let mut x = embedding(self.embedding_weight(), input_ids);
+        let mut x = embedding(self.embedding_table(), input_ids);
         let mut layer_outputs = Vec::new();
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));

@@ -1,9 +1,13 @@
 //! The formats of [`crate::formats`] as Burn tensor operations, on any backend, and the
 //! straight-through estimator of SPEC.md section 2.
 
+mod dispatch;
 mod fake_quantize;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod fused;
 mod pow2;
 mod ste;
 
+pub use dispatch::{fake_quantize_on_device, is_host_device};
 pub use fake_quantize::{fake_quantize, fake_quantize_reference};
 pub use ste::{QuantGradient, quantize_with_gradient};

@@ -3,15 +3,18 @@
 use burn::tensor::Tensor;
 
 use crate::formats::{FormatError, QuantSpec};
+use crate::named::named_enum;
 
-/// What gradient a quantizer passes back to its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum QuantGradient {
-    /// Straight-through: dL/dx = dL/dQ(x), unchanged (default).
-    Ste,
-    /// No gradient: the quantizer is a constant to autodiff (the seed's E13a-f collapse).
-    None,
+named_enum! {
+    /// What gradient a quantizer passes back to its input (serialized `ste` / `none`).
+    #[derive(Default)]
+    QuantGradient, "quantizer gradient", FormatError {
+        /// Straight-through: dL/dx = dL/dQ(x), unchanged (default).
+        #[default]
+        Ste => "ste" | "straight-through",
+        /// No gradient: the quantizer is a constant to autodiff (the seed's E13a-f collapse).
+        None => "none" | "no-ste",
+    }
 }
 
 /// `Q(x)` in the forward pass, exactly (bit for bit the fake-quantized value), with the gradient
@@ -21,15 +24,28 @@ pub enum QuantGradient {
 /// finite x, so the value is `Q(x)` bit for bit (the sign of a zero included), and its
 /// derivative with respect to `x` is 1. (The textbook `x + (Q(x) - x).detach()` can differ from
 /// `Q(x)` by a rounding of `Q(x) - x`.) `Q` is computed on a detached copy, so it records no
-/// autodiff graph.
+/// autodiff graph, by [`super::fake_quantize_on_device`] (the slice API on the CPU backend, the
+/// composed ops elsewhere; bit-identical).
 pub fn quantize_with_gradient<const D: usize>(
     x: Tensor<D>,
     spec: &QuantSpec,
     axis: usize,
     gradient: QuantGradient,
 ) -> Result<Tensor<D>, FormatError> {
-    let q = super::fake_quantize(x.clone().detach(), spec, axis)?;
+    // On a CubeCL device the fused kernel is one autodiff node with the identity backward.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if gradient == QuantGradient::Ste && super::fused::is_fused_device(&x.device()) {
+        return super::fused::quantize_ste_fused(x, spec, axis);
+    }
+    let q = super::fake_quantize_on_device(x.clone().detach(), spec, axis)?;
     Ok(match gradient {
+        // A constant to autodiff. Kept inside the graph when `x` is (the composed ops on a
+        // detached tensor are; a tensor made from host data is not): `q - (d - d)` is `q` bit for
+        // bit for finite `x`, like the STE's second term.
+        QuantGradient::None if x.is_tracked() => {
+            let d = x.detach();
+            q - (d.clone() - d)
+        }
         QuantGradient::None => q,
         QuantGradient::Ste => q - (x.clone().detach() - x),
     })

@@ -1,6 +1,10 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
+pub mod bench;
+pub mod pretrain;
 pub mod quant_error;
 pub mod quantize;
 pub mod schedule;
 pub mod serve;
+pub mod srdd;
+pub mod train;

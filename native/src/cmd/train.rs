@@ -1,0 +1,229 @@
+//! `aqn-native train`: GRPO / DAPO with fake quantization, LoRA, AQN and HW noise.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use aqn_core::train::config::{ConfigSources, preset_names, preset_text, profile_names};
+use aqn_core::train::{Event, TrainConfig, TrainOptions, train};
+use clap::Args;
+
+use crate::backend::BackendArgs;
+use crate::progress;
+
+/// Arguments of `train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The experiment's semantics: a row of the seed's tables (algorithm, LoRA or full
+    /// fine-tuning, quantization, AQN, RIN, HW noise, epochs). `--list-presets` shows them all.
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// The scale: model, data, batch sizes, lengths, learning rate. `tiny` is the built-in model
+    /// on the built-in task; `qwen2.5-1.5b-gsm8k` the seed's setup (local model and data paths).
+    #[arg(long, default_value = "tiny")]
+    profile: String,
+    /// A TOML file merged over the profile and the preset (any section of the configuration).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one setting, `KEY=VALUE` (repeatable): `--set actor.clip_ratio_high=0.3`,
+    /// `--set quant.weights=mxfp4:rceil`, `--set aqn.schedule.sigma_start=0.05`. Unknown keys and
+    /// invalid values are errors that name them.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Remove a setting or section (repeatable), e.g. `--unset aqn` to turn AQN off.
+    #[arg(long = "unset", value_name = "KEY")]
+    unsets: Vec<String>,
+    /// Shortcut for `--set trainer.seed=N`.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Shortcut for `--set trainer.max_steps=N`: stop after N steps (schedules still span the
+    /// whole run).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// The run folder (default: runs/<preset>-seed<seed>).
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint, with its saved configuration
+    /// (no other configuration flags are allowed with it).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "run_dir"])]
+    resume: Option<PathBuf>,
+    /// Print the resolved configuration (TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// List the presets and profiles and exit.
+    #[arg(long)]
+    list_presets: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut sets = args.sets.clone();
+    if let Some(seed) = args.seed {
+        sets.push(format!("trainer.seed={seed}"));
+    }
+    if let Some(steps) = args.steps {
+        sets.push(format!("trainer.max_steps={steps}"));
+    }
+    let file = match &args.config {
+        Some(path) => Some((
+            path.clone(),
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let sources = ConfigSources {
+        profile: args.profile.clone(),
+        preset: args.preset.clone(),
+        file,
+        sets,
+        unsets: args.unsets.clone(),
+    };
+    Ok(TrainConfig::resolve(&sources)?)
+}
+
+/// Runs `train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    if args.list_presets {
+        println!("presets:");
+        for name in preset_names() {
+            let notes = preset_text(name)?
+                .lines()
+                .find_map(|l| l.strip_prefix("notes = "))
+                .unwrap_or("")
+                .trim_matches('"');
+            println!("  {name:<10} {notes}");
+        }
+        println!("profiles: {}", profile_names().join(", "));
+        return Ok(());
+    }
+    let (config, run_dir, resume) = match &args.resume {
+        Some(dir) => {
+            let given = args.preset != "default"
+                || args.profile != "tiny"
+                || !args.sets.is_empty()
+                || !args.unsets.is_empty()
+                || args.seed.is_some();
+            if given {
+                bail!(
+                    "--resume continues a run with its saved configuration ({}); --preset, --profile, --set, --unset and --seed cannot be combined with it",
+                    dir.join("config.toml").display()
+                );
+            }
+            let path = dir.join("config.toml");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut config: TrainConfig =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            if let Some(steps) = args.steps {
+                config.trainer.max_steps = Some(steps);
+            }
+            config.validate()?;
+            (config, dir.clone(), true)
+        }
+        None => {
+            let config = resolve(&args)?;
+            let dir = args.run_dir.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!(
+                    "{}-seed{}",
+                    config.experiment.id, config.trainer.seed
+                ))
+            });
+            (config, dir, false)
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let device = args.backend.autodiff_device()?;
+    let options = TrainOptions {
+        run_dir: run_dir.clone(),
+        device,
+        resume,
+    };
+    let mut pb = None;
+    let mut last_val: Option<f64> = None;
+    let summary = train(&config, &options, |event| match event {
+        Event::Plan(plan) => {
+            eprintln!("run      {}", run_dir.display());
+            eprintln!("setup    {}", plan.description);
+            eprintln!("model    {} ({} trainable parameters)", plan.model, plan.trainable_params);
+            eprintln!(
+                "data     {} training prompts: {} steps per epoch of {} prompts x {} responses ({} prompts per pass unused: the last incomplete batch is dropped, as verl does); {} held-out problems",
+                plan.train_problems,
+                plan.steps_per_epoch,
+                config.batch.generation(),
+                config.rollout.n,
+                plan.remainder,
+                plan.eval_problems
+            );
+            eprintln!(
+                "steps    {} epochs x {} = {} steps{}{}",
+                plan.epochs,
+                plan.steps_per_epoch,
+                plan.total_steps,
+                if plan.run_steps < plan.total_steps { format!(", stopping after {} (trainer.max_steps)", plan.run_steps) } else { String::new() },
+                if plan.start_step > 0 { format!(", resuming after step {}", plan.start_step) } else { String::new() }
+            );
+            let bar = progress::bar(plan.run_steps, "train");
+            bar.set_position(plan.start_step);
+            pb = Some(bar);
+        }
+        Event::Eval { step, result } => {
+            last_val = Some(result.accuracy);
+            let line = format!(
+                "eval     step {step:>4}: accuracy {:.1}% ({} problems, greedy, noise-free, {})",
+                100.0 * result.accuracy,
+                result.problems,
+                if config.quant.mode == aqn_core::qat::QuantMode::Bf16 { "BF16".to_string() } else { format!("{} {}", config.quant.weights, config.quant.mode) }
+            );
+            match &pb {
+                Some(b) => progress::line(b, line),
+                None => eprintln!("{line}"),
+            }
+        }
+        Event::Step { step, metrics } => {
+            if let Some(b) = &pb {
+                b.set_position(step);
+                let get = |k: &str| metrics.get(k).copied();
+                b.set_message(format!(
+                    "reward {:.2} acc {:.0}%{}{}",
+                    get("reward/mean").unwrap_or(f64::NAN),
+                    100.0 * get("reward/acc").unwrap_or(f64::NAN),
+                    last_val.map(|v| format!(" val {:.0}%", 100.0 * v)).unwrap_or_default(),
+                    get("aqn/sigma").map(|s| format!(" sigma {s:.1e}")).unwrap_or_default()
+                ));
+                if b.is_hidden() {
+                    eprintln!(
+                        "step {step:>4}: reward {:.3} acc {:.3} len {:.1} {:.1}s",
+                        get("reward/mean").unwrap_or(f64::NAN),
+                        get("reward/acc").unwrap_or(f64::NAN),
+                        get("response_length/mean").unwrap_or(f64::NAN),
+                        get("timing/step_s").unwrap_or(f64::NAN)
+                    );
+                }
+            }
+        }
+        Event::Checkpoint { step, path } => {
+            if let Some(b) = &pb {
+                progress::line(b, format!("save     step {step:>4}: {}", path.display()));
+            }
+        }
+    })
+    .with_context(|| format!("training run {}", run_dir.display()))?;
+    if let Some(b) = pb {
+        b.finish_and_clear();
+    }
+    eprintln!(
+        "done     {}: accuracy {:.1}% at step {} (base {:.1}%, peak {:.1}% at step {}) in {:.0}s; summary in {}",
+        summary.run_name,
+        100.0 * summary.score,
+        summary.score_step,
+        100.0 * summary.base_score,
+        100.0 * summary.peak.0,
+        summary.peak.1,
+        summary.wall_time_s,
+        run_dir.join("summary.json").display()
+    );
+    Ok(())
+}
