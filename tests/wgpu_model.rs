@@ -12,7 +12,7 @@ use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::rl::adamw::AdamWSettings;
 use aqn_core::tensor_file::{TensorFile, read_bytes};
 use burn::module::Param;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 
