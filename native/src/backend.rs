@@ -43,6 +43,21 @@ impl Backend {
         ]
     }
 
+    /// What a machine needs for this backend's device to start.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    fn driver_hint(self) -> &'static str {
+        match self {
+            Backend::Cpu => "nothing",
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => {
+                "install a Vulkan driver (on a machine without a GPU, Mesa's software one: \
+                 `apt-get install mesa-vulkan-drivers`)"
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => "install the NVIDIA driver and the CUDA toolkit",
+        }
+    }
+
     /// The name `--backend` takes.
     pub fn name(self) -> &'static str {
         match self {
@@ -125,25 +140,28 @@ impl BackendArgs {
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn probe(device: &Device, backend: Backend) -> Result<()> {
     use burn::tensor::Tensor;
-    let device = device.clone();
+    let probe_device = device.clone();
     let result = std::panic::catch_unwind(move || {
-        Tensor::<1>::ones([4], &device)
+        Tensor::<1>::ones([4], &probe_device)
             .sum()
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .ok()
     });
     match result {
-        Ok(Some(v)) if v == [4.0] => Ok(()),
+        Ok(Some(v)) if v == [4.0] => {
+            // Which adapter the run got (on a machine without a GPU: Mesa's llvmpipe).
+            let name = device
+                .identity()
+                .map(|id| format!("{} ({})", id.name, id.fingerprint))
+                .unwrap_or_else(|| "unnamed device".into());
+            eprintln!("backend  {backend}: {name}");
+            Ok(())
+        }
         Ok(_) => anyhow::bail!("the {backend} device computed a wrong test sum"),
         Err(_) => anyhow::bail!(
             "the {backend} device could not start (see the message above): {}",
-            match backend {
-                Backend::Cuda => "install the CUDA driver and toolkit",
-                _ =>
-                    "install a Vulkan driver (on a machine without a GPU, Mesa's software one: \
-                     `apt-get install mesa-vulkan-drivers`)",
-            }
+            backend.driver_hint()
         ),
     }
 }
