@@ -1,7 +1,8 @@
 //! `aqn-native srdd`: SRDD (SPEC.md section 5) on a checkpoint. Runs the model in f32 on
 //! calibration prompts, fake-quantizes every decoder layer's output (or its projection inputs or
 //! weights) with the chosen format, prints a per-layer table, and optionally writes the JSON
-//! report RIN reads, an SVG bar chart, and the multipliers a RIN policy derives from it.
+//! report RIN reads, an SVG bar chart, and the multipliers a RIN policy derives from it. The model
+//! runs on `--backend`; the metrics are computed on the host from the captured tensors.
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +11,10 @@ use aqn_core::formats::QuantSpec;
 use aqn_core::model::{Qwen2Tokenizer, load_qwen2};
 use aqn_core::rin::{RinConfig, SrddMetric, SrddReport, SrddThresholds};
 use aqn_core::srdd::{DEFAULT_PROMPTS, SrddCapture, build_report, read_prompts, scan};
-use burn::tensor::Device;
 use clap::Args;
 use plotters::prelude::*;
 
+use crate::backend::BackendArgs;
 use crate::{progress, table};
 
 /// Size of the SVG chart in pixels.
@@ -70,6 +71,8 @@ pub struct SrddArgs {
     /// Flag a layer whose mean relative error is above this fraction.
     #[arg(long, value_name = "FRACTION", default_value_t = SrddThresholds::default().relative_error, allow_negative_numbers = true)]
     rel_error_threshold: f64,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 impl SrddArgs {
@@ -108,8 +111,7 @@ pub fn run(args: SrddArgs) -> Result<()> {
             args.model.display()
         );
     }
-    #[allow(deprecated)] // NdArray: the CPU backend (Flex, its successor, is ~2x slower here).
-    let device = Device::ndarray();
+    let device = args.backend.device()?;
     let model = load_qwen2(&args.model, &device)
         .with_context(|| format!("loading the model from {}", args.model.display()))?;
     let prompts: Vec<Vec<u32>> = if args.what == SrddCapture::Weights {
