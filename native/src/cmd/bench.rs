@@ -26,6 +26,18 @@ use serde::Serialize;
 use crate::backend::BackendArgs;
 use crate::progress;
 
+/// Row length of the fake-quantize benchmark tensor (`[elements / ROW_LEN, ROW_LEN]`): a multiple
+/// of every block width and of the 16x16 tiles, like a linear layer's reduction axis.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+const ROW_LEN: usize = 4096;
+/// Bytes per f32 element.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+const F32_BYTES: usize = 4;
+/// The formats measured when `--format` is not given: the two FP4 formats of the issue, in their
+/// default (spec) scale modes.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+const DEFAULT_FORMATS: [&str; 2] = ["mxfp4", "nvfp4"];
+
 /// Arguments of `bench`.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -174,7 +186,9 @@ fn bench_quantize(args: &BenchArgs, device: &Device) -> Result<Vec<QuantizeResul
     }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
+        use aqn_core::quant::fake_quantize_on_device;
         use aqn_core::quant::fused::{device_copy, is_fused_device};
+        use burn::tensor::Distribution;
         if !is_fused_device(device) {
             anyhow::bail!(
                 "the fake-quantize benchmark measures the fused GPU kernels: use --backend wgpu \
