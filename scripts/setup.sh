@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=(
-  # Mesa's software Vulkan driver (lavapipe): the WGSL shader tests run on it through wgpu.
+  # Mesa's software Vulkan driver (lavapipe): the WGSL shader tests and the wgpu backend of
+  # aqn-native (fused kernels, model, training steps) run on it in CI.
   mesa-vulkan-drivers
   # The browser of the playwright tests (WebGPU on its SwiftShader), and a font for screenshots.
   chromium

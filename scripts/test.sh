@@ -3,8 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# Mesa lavapipe (the shader tests) warns without it.
+# Mesa lavapipe (the shader tests and the wgpu backend) warns without it.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+# One feature set for every cargo step (clippy, tests, the binary), so nothing is compiled twice:
+# the defaults plus Burn's wgpu backend and the fused CubeCL kernels, whose tests run on Mesa
+# lavapipe (tests/fused_quant_parity.rs: bit-exact format parity; tests/wgpu_model.rs: logits
+# parity with the fixtures and AdamW steps beside the CPU's; tests/cli_wgpu.rs: train, pretrain,
+# srdd and bench with --backend wgpu). A machine without a Vulkan adapter fails them: they never
+# skip.
+FEATURES=aqn-core/wgpu,aqn-native/wgpu
 
 step() { printf '\n== %s ==\n' "$*"; }
 
@@ -12,10 +19,10 @@ step "format"
 cargo fmt --all -- --check
 
 step "clippy"
-cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
 
-step "tests (release: numerical code in debug is 30-45x slower)"
-cargo test --release --workspace
+step "tests (release: numerical code in debug is 30-45x slower; the wgpu ones on lavapipe)"
+cargo test --release --workspace --features "$FEATURES"
 
 step "aqn-core pure math for wasm32"
 cargo build --release -p aqn-core --no-default-features --target wasm32-unknown-unknown
@@ -24,7 +31,7 @@ step "browser playground: build (wasm32, wasm-bindgen)"
 scripts/build_web.sh
 
 step "browser playground: playwright (WebGPU on SwiftShader, CPU fallback, screenshots in target/web-test)"
-cargo build --release -p aqn-native
+cargo build --release -p aqn-native --features "$FEATURES"
 (cd tests/web && node --test playground.test.mjs)
 
 echo
