@@ -61,7 +61,12 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     config = AutoConfig.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype, attn_implementation=args.attn).to(device)
+    # transformers renamed `torch_dtype` to `dtype` in 4.56.
+    version = tuple(int(v) for v in transformers.__version__.split(".")[:2])
+    dtype_kw = "dtype" if version >= (4, 56) else "torch_dtype"
+    model = AutoModelForCausalLM.from_config(
+        config, attn_implementation=args.attn, **{dtype_kw: dtype}
+    ).to(device)
     vocab = config.vocab_size
     b, p, t = args.batch, args.prompt_len, args.new_tokens
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
@@ -119,6 +124,9 @@ def main() -> None:
         for key in ("batch", "prompt_len", "new_tokens"):
             if aqn["model"][key] != result[key]:
                 raise SystemExit(f"{args.compare}: {key} {aqn['model'][key]} != {result[key]}: not the same workload")
+        if aqn["model"]["parameters"] != result["parameters"]:
+            print(f"warning: aqn-native's model has {aqn['model']['parameters']} parameters, "
+                  f"transformers' {result['parameters']}: check that both read the same config.json")
         ratios = {
             "rollout_tokens_per_s_aqn_over_hf": aqn["model"]["rollout"]["tokens_per_s"] / result["rollout"]["tokens_per_s"],
             "grpo_step_speedup_aqn_over_hf": result["grpo_step"]["seconds"] / aqn["model"]["grpo_step"]["seconds"],
