@@ -135,6 +135,19 @@ impl BackendArgs {
     }
 }
 
+/// The device as it names itself, with what its kernels are compiled for (`llvmpipe (LLVM 15.0.6,
+/// 256 bits) (spirv_...)`, `NVIDIA H100 80GB HBM3 (ptx_sm90)`), or `cpu` for the CPU backend.
+pub fn device_name(device: &Device) -> String {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(id) = device.identity() {
+        return format!("{} ({})", id.name, id.fingerprint);
+    }
+    if aqn_core::quant::is_host_device(device) {
+        return "cpu".into();
+    }
+    format!("{device:?}")
+}
+
 /// Runs one tiny computation on a GPU device, so that a machine without an adapter or driver
 /// gets an error naming the backend instead of a panic deep inside the first kernel.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -151,11 +164,7 @@ fn probe(device: &Device, backend: Backend) -> Result<()> {
     match result {
         Ok(Some(v)) if v == [4.0] => {
             // Which adapter the run got (on a machine without a GPU: Mesa's llvmpipe).
-            let name = device
-                .identity()
-                .map(|id| format!("{} ({})", id.name, id.fingerprint))
-                .unwrap_or_else(|| "unnamed device".into());
-            eprintln!("backend  {backend}: {name}");
+            eprintln!("backend  {backend}: {}", device_name(device));
             Ok(())
         }
         Ok(_) => anyhow::bail!("the {backend} device computed a wrong test sum"),
