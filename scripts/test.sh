@@ -31,7 +31,12 @@ step "browser playground: build (wasm32, wasm-bindgen)"
 scripts/build_web.sh
 
 step "browser playground: playwright (WebGPU on SwiftShader, CPU fallback, screenshots in target/web-test)"
-cargo build --release -p aqn-native --features "$FEATURES"
+# target/release/aqn-native: the binary the tests above built and ran. This is a no-op that makes
+# sure of it. `cargo build -p aqn-native` would resolve features without the workspace's
+# dev-dependencies (criterion turns on ciborium's `default`), so it would compile ciborium, CubeCL,
+# Burn and both crates a second time (checked: it starts over at ciborium; a cold wgpu build of
+# that stack takes 17+ min here).
+cargo test --release --workspace --features "$FEATURES" --no-run
 (cd tests/web && node --test playground.test.mjs)
 
 echo
