@@ -1,7 +1,9 @@
 //! One entry point for fake quantization on any backend: the slice-API path where tensor data
 //! already lives in host memory (the NdArray CPU backend: one copy out and back, the fastest
-//! there), the composed tensor ops elsewhere (GPU backends: no host round trip). Both are
-//! bit-identical (tests/quant_tensor_op.rs), so the choice is invisible in the results.
+//! there), the fused kernels of `quant::fused` on CubeCL devices (wgpu, CUDA: one launch, no
+//! host round trip), and the composed tensor ops as the fallback for any other backend. All three
+//! are bit-identical (tests/quant_tensor_op.rs, tests/fused_quant_parity.rs), so the choice is
+//! invisible in the results.
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor};

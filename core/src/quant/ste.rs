@@ -25,7 +25,9 @@ named_enum! {
 /// derivative with respect to `x` is 1. (The textbook `x + (Q(x) - x).detach()` can differ from
 /// `Q(x)` by a rounding of `Q(x) - x`.) `Q` is computed on a detached copy, so it records no
 /// autodiff graph, by [`super::fake_quantize_on_device`] (the slice API on the CPU backend, the
-/// composed ops elsewhere; bit-identical).
+/// composed ops on other non-CubeCL backends; bit-identical). On a CubeCL device (wgpu, CUDA) the
+/// STE is instead one autodiff node around the fused kernel (`fused::quantize_ste_fused`),
+/// with the same value and gradient.
 pub fn quantize_with_gradient<const D: usize>(
     x: Tensor<D>,
     spec: &QuantSpec,
