@@ -136,6 +136,16 @@ fn run_folder_final_eval_resume_eval_and_report() {
         .unwrap();
     assert_eq!(summary["score"], final_val["val/accuracy"]);
 
+    // A folder that holds a run is never overwritten by accident.
+    let out = train(&full, &["--steps", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds a run"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(full.join("checkpoints/step_3").is_dir());
+
     // Interrupted after step 2 (plus a half-written step 3 line, as a crash leaves it), resumed.
     let part = root.join("part");
     ok(&train(&part, &["--steps", "2"]));
