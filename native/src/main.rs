@@ -40,6 +40,12 @@ enum Command {
     /// Train with GRPO / DAPO: a preset (the experiment) on a profile (the scale). With no
     /// arguments: NVFP4 W4A16 + LoRA + AQN on the built-in tiny model, on the CPU.
     Train(cmd::train::TrainArgs),
+    /// Held-out accuracy (greedy, noise-free, strict GSM8K reward) of a run's checkpoint in the
+    /// quantization it was trained in, or of an HF model folder.
+    Eval(cmd::eval::EvalArgs),
+    /// The seed's summary format from finished runs (Markdown experiment table, best per
+    /// category, AQN configuration reference; mean and spread over seeds) plus SVG curves.
+    Report(cmd::report::ReportArgs),
     /// Serve the browser playground (www/) on 127.0.0.1.
     Serve(cmd::serve::ServeArgs),
     /// GPU benchmarks as JSON: fused fake-quantize bandwidth beside a device copy, rollout
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
         Command::Schedule(args) => cmd::schedule::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Srdd(args) => cmd::srdd::run(args),

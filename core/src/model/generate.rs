@@ -272,10 +272,21 @@ pub fn generate(
     let device = model.device();
     let vocab = model.config().vocab_size;
     let batch = prompts.len();
-    let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
-    let width = lengths.iter().copied().max().unwrap_or(0);
-    let mut padding = Padding::from_lengths(&lengths);
-    let ids: Vec<i64> = prompts
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // A prompt that several rows share (GRPO's groups) is run once; its cache rows are repeated.
+    let mut distinct: Vec<&Vec<u32>> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    let row_prompt: Vec<usize> = prompts
+        .iter()
+        .map(|p| {
+            *index.entry(p).or_insert_with(|| {
+                distinct.push(p);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let distinct_lengths: Vec<usize> = distinct.iter().map(|p| p.len()).collect();
+    let ids: Vec<i64> = distinct
         .iter()
         .flat_map(|p| {
             std::iter::repeat_n(config.pad_token_id as i64, width - p.len())
@@ -284,12 +295,25 @@ pub fn generate(
         .collect();
 
     let mut cache = model.new_cache(width + config.max_new_tokens);
+    let mut padding = Padding::from_lengths(&distinct_lengths);
     let hidden = model.forward_hidden(
-        int_tensor(ids, [batch, width], &device),
+        int_tensor(ids, [distinct.len(), width], &device),
         &padding,
         Some(&mut cache),
     );
     let mut logits = last_logits(model, hidden)?;
+    if distinct.len() < batch {
+        let rows = Tensor::<1, Int>::from_data(
+            TensorData::new(row_prompt.iter().map(|&r| r as i64).collect(), [batch]),
+            &device,
+        );
+        cache.retain_rows(&rows);
+        padding.retain_rows(&row_prompt);
+        logits = row_prompt
+            .iter()
+            .flat_map(|&r| logits[r * vocab..(r + 1) * vocab].iter().copied())
+            .collect();
+    }
 
     let mut responses: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); batch];

@@ -4,7 +4,7 @@
 //! Burn's module traversal reports each parameter's module path (`model.layers.3.mlp.up_proj.weight`);
 //! [`super::loader::hf_name`] turns it into the checkpoint name through the one remapping table.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
 use super::loader::hf_name;
@@ -108,6 +108,24 @@ impl Qwen2ForCausalLM {
         })
     }
 
+    /// Gives every parameter an id derived from its HF name (FNV-1a). Optimizer state is keyed by
+    /// parameter id, and a resumed run rebuilds the model and reloads its adapter or weights,
+    /// which would otherwise draw fresh random ids and silently detach the saved Adam moments.
+    pub fn with_name_param_ids(self) -> Self {
+        struct Ids;
+        impl NamedParamMapper for Ids {
+            fn map<const D: usize>(
+                &mut self,
+                name: &str,
+                param: Param<Tensor<D>>,
+            ) -> Param<Tensor<D>> {
+                let (_, value, mapper) = param.consume();
+                Param::from_mapped_value(ParamId::from(fnv1a(name)), value, mapper)
+            }
+        }
+        self.map_named(&mut Ids)
+    }
+
     /// The HF names and shapes of every parameter, in module order.
     pub fn named_shapes(&self) -> Vec<(String, Vec<usize>)> {
         struct Names(Vec<(String, Vec<usize>)>);
@@ -120,4 +138,12 @@ impl Qwen2ForCausalLM {
         self.visit_named(&mut names);
         names.0
     }
+}
+
+/// 64-bit FNV-1a of a name.
+fn fnv1a(name: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    name.bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }

@@ -327,6 +327,26 @@ pub fn generate_problem(rng: &mut CounterRng, level: Difficulty) -> SyntheticPro
     }
 }
 
+/// The plain-sentence ending of a worked solution, `The answer is N.`, that the built-in tiny
+/// model's pretraining mixes with the `#### N` ending (SPEC.md's strict GSM8K reward accepts only
+/// the latter; verl's flexible extraction, the last number, accepts both).
+pub const PLAIN_ANSWER: (&str, &str) = ("The answer is ", ".");
+
+/// The solution with its `#### N` ending replaced by [`PLAIN_ANSWER`].
+pub fn with_plain_answer(solution: &str) -> String {
+    match solution.rsplit_once(ANSWER_MARKER) {
+        Some((work, n)) => format!("{work}{}{n}{}", PLAIN_ANSWER.0, PLAIN_ANSWER.1),
+        None => solution.to_string(),
+    }
+}
+
+/// The index of the question's person in the name list (`None` for a question that does not
+/// start with one of them).
+pub fn person_index(question: &str) -> Option<usize> {
+    let first = question.split_whitespace().next()?;
+    NAMES.iter().position(|(name, _)| *name == first)
+}
+
 /// The split hash of a question: FNV-1a over its UTF-8 bytes, then SplitMix64's finalizer.
 pub fn question_hash(question: &str) -> u64 {
     let mut h = FNV_OFFSET;
@@ -352,6 +372,8 @@ pub fn vocabulary(template: PromptTemplate) -> Vec<char> {
     let mut text = String::from("0123456789");
     text.push_str(SOLUTION_SYMBOLS);
     text.push_str(ANSWER_MARKER);
+    text.push_str(PLAIN_ANSWER.0);
+    text.push_str(PLAIN_ANSWER.1);
     text.push_str(START_HAS);
     let (q0, q1, q2) = QUESTION_PARTS;
     text.push_str(&format!("{q0}{q1}{q2}"));

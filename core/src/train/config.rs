@@ -573,15 +573,36 @@ impl TrainConfig {
         if let Some(f) = file {
             merge(&mut doc, f);
         }
+        let before_sets = doc.clone();
         for s in &sources.sets {
             apply_override(&mut doc, s)?;
         }
         for key in &sources.unsets {
             remove_key(&mut doc, key)?;
         }
-        let config: TrainConfig = doc
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Schema(e.message().to_string()))?;
+        let schema = |doc: &Table| -> Result<TrainConfig, String> {
+            doc.clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().to_string())
+        };
+        let config = match schema(&doc) {
+            Ok(config) => config,
+            Err(message) => {
+                // Name the `--set` that broke the schema (an unknown key, a wrong type).
+                let mut probe = before_sets;
+                let mut culprit = None;
+                if schema(&probe).is_ok() {
+                    for s in &sources.sets {
+                        apply_override(&mut probe, s)?;
+                        if let Err(m) = schema(&probe) {
+                            culprit = Some(format!("--set {s}: {m}"));
+                            break;
+                        }
+                    }
+                }
+                return Err(ConfigError::Schema(culprit.unwrap_or(message)));
+            }
+        };
         config.validate()?;
         Ok(config)
     }

@@ -2,8 +2,12 @@
 //! Qwen2-architecture model with a character tokenizer, trained from scratch with teacher forcing
 //! on worked solutions, saved in HF layout so it loads through the same code as a real model.
 //!
-//! It is deliberately stopped early: the base model should know the format and some arithmetic,
-//! and leave RL room to improve (its held-out accuracy well below what RL reaches).
+//! It is deliberately stopped early: the base model should know some arithmetic and leave RL room
+//! to improve (its held-out accuracy well below what RL reaches). Like an instruct model before
+//! GSM8K RL, it does not always answer in the `#### N` format the strict reward checks: a share of
+//! its worked solutions end in `The answer is N.` instead ([`AnswerFormats`]), more often for some
+//! of the task's people than for others, so greedy decoding uses the plain ending for those while
+//! sampling still tries `#### N` now and then, and RL can learn the format from the reward.
 
 use std::path::Path;
 
@@ -19,7 +23,9 @@ use crate::model::save::{SaveError, save_qwen2};
 use crate::model::{GenerationConfig, Qwen2Config, Qwen2Tokenizer, TokenizerError};
 use crate::rng::{CounterRng, counter_hash};
 use crate::task::dataset::{Problem, PromptTemplate};
-use crate::task::synthetic::{Difficulty, Split, SyntheticConfig, vocabulary};
+use crate::task::synthetic::{
+    Difficulty, Split, SyntheticConfig, person_index, vocabulary, with_plain_answer,
+};
 use crate::tensor_file::FloatDtype;
 
 /// Errors of pretraining.
@@ -92,6 +98,30 @@ pub struct PretrainConfig {
     pub eval_problems: usize,
     /// Longest generated response during evaluation.
     pub max_new_tokens: usize,
+    /// How often the worked solutions end in `#### N` rather than `The answer is N.`.
+    pub answer_formats: AnswerFormats,
+}
+
+/// The share of pretraining solutions that end in `#### N`, by the problem's person: names at
+/// even positions of the task's name list (Tom, Ben, Ann, Eva) use `marked_rate`, the others
+/// (Sam, Max, Mia, Zoe) `other_rate`; the rest end in `The answer is N.`. 1 and 1: always the
+/// GSM8K format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerFormats {
+    /// `#### N` rate for the even-position names.
+    pub marked_rate: f64,
+    /// `#### N` rate for the odd-position names.
+    pub other_rate: f64,
+}
+
+impl Default for AnswerFormats {
+    fn default() -> Self {
+        Self {
+            marked_rate: 0.95,
+            other_rate: 0.25,
+        }
+    }
 }
 
 impl Default for PretrainConfig {
@@ -121,6 +151,7 @@ impl Default for PretrainConfig {
             eval_every: 100,
             eval_problems: 200,
             max_new_tokens: 48,
+            answer_formats: AnswerFormats::default(),
         }
     }
 }
@@ -149,6 +180,21 @@ impl PretrainConfig {
                 value: self.lr.to_string(),
                 requirement: "a positive number",
             });
+        }
+        for (name, rate) in [
+            (
+                "answer_formats.marked_rate",
+                self.answer_formats.marked_rate,
+            ),
+            ("answer_formats.other_rate", self.answer_formats.other_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(PretrainError::Invalid {
+                    name,
+                    value: rate.to_string(),
+                    requirement: "a fraction in [0, 1]",
+                });
+            }
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return Err(PretrainError::Invalid {
@@ -185,6 +231,9 @@ pub struct PretrainRecord {
     pub eval: Option<EvalResult>,
 }
 
+/// Salt of the answer-format draws.
+const FORMAT_SALT: u64 = 0x464f_524d;
+
 /// Tokenized train problems: chat prompt ids and solution + EOS ids.
 struct Tokenized {
     prompts: Vec<Vec<u32>>,
@@ -195,14 +244,27 @@ fn tokenize(
     tokenizer: &Qwen2Tokenizer,
     problems: &[Problem],
     eos: u32,
+    formats: &AnswerFormats,
+    seed: u64,
 ) -> Result<Tokenized, PretrainError> {
     let mut out = Tokenized {
         prompts: Vec::with_capacity(problems.len()),
         targets: Vec::with_capacity(problems.len()),
     };
-    for p in problems {
+    for (i, p) in problems.iter().enumerate() {
         out.prompts.push(prompt_ids(tokenizer, &p.prompt)?);
-        let mut t = tokenizer.encode(p.solution.as_deref().unwrap_or_default(), false)?;
+        let solution = p.solution.as_deref().unwrap_or_default();
+        let rate = match person_index(&p.prompt) {
+            Some(k) if k % 2 == 1 => formats.other_rate,
+            _ => formats.marked_rate,
+        };
+        let draw = CounterRng::new(counter_hash(seed ^ FORMAT_SALT, i as u64)).next_f64();
+        let solution = if draw < rate {
+            solution.to_string()
+        } else {
+            with_plain_answer(solution)
+        };
+        let mut t = tokenizer.encode(&solution, false)?;
         t.push(eos);
         out.targets.push(t);
     }
@@ -235,7 +297,13 @@ pub fn pretrain(
     device.seed(config.seed);
     let mut model = model_config.init(device);
 
-    let train = tokenize(&tokenizer, &config.task.problems(Split::Train)?, ids.im_end)?;
+    let train = tokenize(
+        &tokenizer,
+        &config.task.problems(Split::Train)?,
+        ids.im_end,
+        &config.answer_formats,
+        config.seed,
+    )?;
     let test: Vec<Problem> = config
         .task
         .problems(Split::Test)?

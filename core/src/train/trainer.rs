@@ -178,6 +178,85 @@ pub fn resolve_model_dir(path: &str) -> Result<PathBuf, TrainError> {
     Ok(dir)
 }
 
+/// The checkpoint `checkpoints/step_{step}` of a run (`None`: the latest), with its step.
+pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBuf), TrainError> {
+    match step {
+        None => latest_checkpoint(run_dir).ok_or_else(|| {
+            TrainError::Setup(format!(
+                "{} holds no checkpoint (checkpoints/step_N with {TRAINER_STATE})",
+                run_dir.display()
+            ))
+        }),
+        Some(step) => {
+            let path = run_dir
+                .join(super::run_dir::CHECKPOINT_DIR)
+                .join(format!("step_{step}"));
+            if path.join(TRAINER_STATE).exists() {
+                Ok((step, path))
+            } else {
+                let saved: Vec<String> = checkpoint_steps(run_dir)
+                    .iter()
+                    .map(u64::to_string)
+                    .collect();
+                Err(TrainError::Setup(format!(
+                    "{} has no checkpoint of step {step}; saved steps: {}",
+                    run_dir.display(),
+                    if saved.is_empty() {
+                        "none".into()
+                    } else {
+                        saved.join(", ")
+                    }
+                )))
+            }
+        }
+    }
+}
+
+/// The steps of a run's saved checkpoints, ascending.
+pub fn checkpoint_steps(run_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(run_dir.join(super::run_dir::CHECKPOINT_DIR)) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<u64> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(TRAINER_STATE).exists())
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("step_")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+/// The model a run evaluates: the configured base, fake-quantized as `config.quant` says, with
+/// the checkpoint's LoRA adapter or full weights when one is given (no AQN, no HW noise: the
+/// noise-free evaluation policy).
+pub fn load_eval_model(
+    config: &TrainConfig,
+    checkpoint: Option<&Path>,
+    device: &Device,
+) -> Result<Qwen2ForCausalLM, TrainError> {
+    let model_dir = resolve_model_dir(&config.model.path)?;
+    let weights_dir = match (checkpoint, config.finetune.mode) {
+        (Some(path), FinetuneMode::Full) => path.join(WEIGHTS_DIR),
+        _ => model_dir,
+    };
+    let model = load_qwen2(&weights_dir, device)
+        .map_err(ctx(format!("loading {}", weights_dir.display())))?
+        .with_quantization(&config.quant)
+        .map_err(ctx("applying [quant]"))?;
+    match (checkpoint, config.finetune.mode) {
+        (Some(path), FinetuneMode::Lora) => model
+            .with_lora_adapter(&path.join(ADAPTER_DIR))
+            .map_err(ctx(format!("loading the adapter of {}", path.display()))),
+        _ => Ok(model),
+    }
+}
+
 /// The latest `checkpoints/step_N` folder of a run.
 pub fn latest_checkpoint(run_dir: &Path) -> Option<(u64, PathBuf)> {
     let dir = run_dir.join(super::run_dir::CHECKPOINT_DIR);
@@ -484,6 +563,8 @@ impl<'a> Run<'a> {
             Some(hw) => policy.with_hw_noise(hw).map_err(ctx("wiring [hw_noise]"))?,
             None => policy,
         };
+        // Ids from names, so a resumed run's optimizer state attaches to the rebuilt model.
+        let policy = policy.with_name_param_ids();
 
         let gen_batch = config.batch.generation();
         let stream = DataStream::new(config.trainer.seed, problems.train.len(), gen_batch);

@@ -1,9 +1,11 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
 pub mod bench;
+pub mod eval;
 pub mod pretrain;
 pub mod quant_error;
 pub mod quantize;
+pub mod report;
 pub mod schedule;
 pub mod serve;
 pub mod srdd;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use aqn_core::train::config::{ConfigSources, preset_names, preset_text, profile_names};
+use aqn_core::train::run_dir::CONFIG_FILE;
 use aqn_core::train::{Event, TrainConfig, TrainOptions, train};
 use clap::Args;
 
@@ -46,6 +47,11 @@ pub struct TrainArgs {
     /// (no other configuration flags are allowed with it).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "run_dir"])]
     resume: Option<PathBuf>,
+    /// Replace a run already in the run folder (its files are deleted first). Without it, a
+    /// folder that holds a run is refused, so a finished or interrupted run is never overwritten
+    /// by accident (`--resume` continues one).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Print the resolved configuration (TOML) and exit.
     #[arg(long)]
     print_config: bool,
@@ -134,6 +140,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
+    }
+    if !resume && run_dir.join(CONFIG_FILE).exists() {
+        if !args.overwrite {
+            bail!(
+                "{} already holds a run ({CONFIG_FILE}); continue it with `--resume {}`, choose another --run-dir, or replace it with --overwrite",
+                run_dir.display(),
+                run_dir.display()
+            );
+        }
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing the old run {}", run_dir.display()))?;
     }
     let device = args.backend.autodiff_device()?;
     let options = TrainOptions {

@@ -1,0 +1,150 @@
+//! Teacher-forced Qwen2 throughput on the NdArray CPU backend, for comparison with PyTorch eager
+//! (scripts/cpu_bench.sh runs both and prints the ratios).
+//!
+//! One randomly initialized model (hidden 256, intermediate 768, 4 layers, 8 query heads, 2
+//! key/value heads, vocab 1024, untied lm_head), a batch of 8 x 256 tokens without padding:
+//! - `forward`: the logits of every position on a plain (non-autodiff) device;
+//! - `forward_backward`: on an autodiff device, the loss `-mean(log_softmax(logits)[target])` of
+//!   the next token at every position, and its backward pass (gradients of every parameter).
+//!
+//! Each is run `AQN_BENCH_WARMUP` times untimed, then `AQN_BENCH_REPEATS` times timed; the
+//! throughput is batch x seq tokens over the median time. The result is one JSON line on stdout.
+//!
+//! `cargo bench -p aqn-core --bench qwen2_train`
+//! (env: AQN_BENCH_BATCH, AQN_BENCH_SEQ, AQN_BENCH_WARMUP, AQN_BENCH_REPEATS; threads:
+//! RAYON_NUM_THREADS for Burn's parallel ops and MATMUL_NUM_THREADS for the matmul kernel.)
+#![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
+
+use std::time::Instant;
+
+use aqn_core::model::{Padding, Qwen2Config, Qwen2ForCausalLM};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+const VOCAB: usize = 1024;
+const HIDDEN: usize = 256;
+const INTERMEDIATE: usize = 768;
+const LAYERS: usize = 4;
+const HEADS: usize = 8;
+const KV_HEADS: usize = 2;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a non-negative integer")),
+        Err(_) => default,
+    }
+}
+
+/// Threads of a pool sized by `var` (the variable, else the available cores, capped at `cap`).
+fn pool_threads(var: &str, cap: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(cores);
+    n.min(cap)
+}
+
+struct Timing {
+    times: Vec<f64>,
+}
+
+impl Timing {
+    fn median(&self) -> f64 {
+        let mut t = self.times.clone();
+        t.sort_by(f64::total_cmp);
+        let n = t.len();
+        if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2.0
+        }
+    }
+
+    fn json(&self, tokens: usize) -> String {
+        let median = self.median();
+        let min = self.times.iter().copied().fold(f64::INFINITY, f64::min);
+        let times: Vec<String> = self.times.iter().map(|t| format!("{t:.6}")).collect();
+        format!(
+            "{{\"tokens_per_s\":{:.1},\"median_s\":{median:.6},\"min_s\":{min:.6},\"best_tokens_per_s\":{:.1},\"times_s\":[{}]}}",
+            tokens as f64 / median,
+            tokens as f64 / min,
+            times.join(",")
+        )
+    }
+}
+
+fn time(warmup: usize, repeats: usize, mut f: impl FnMut()) -> Timing {
+    for _ in 0..warmup {
+        f();
+    }
+    let times = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    Timing { times }
+}
+
+/// `[batch, seq + 1]` token ids: positions `0..seq` are the input, `1..=seq` the targets.
+fn token_ids(batch: usize, seq: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let ids: Vec<i64> = (0..batch * (seq + 1))
+        .map(|i| (aqn_core::rng::counter_hash(11, i as u64) % VOCAB as u64) as i64)
+        .collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq + 1]), device);
+    (ids.clone().narrow(1, 0, seq), ids.narrow(1, 1, seq))
+}
+
+fn loss(model: &Qwen2ForCausalLM, input: &Tensor<2, Int>, targets: &Tensor<2, Int>) -> Tensor<1> {
+    let padding = Padding::none(input.dims()[0]);
+    let logits = model.forward(input.clone(), &padding, None);
+    let picked = log_softmax(logits, 2).gather(2, targets.clone().unsqueeze_dim(2));
+    picked.mean().neg()
+}
+
+fn main() {
+    let batch = env_usize("AQN_BENCH_BATCH", 8);
+    let seq = env_usize("AQN_BENCH_SEQ", 256);
+    let warmup = env_usize("AQN_BENCH_WARMUP", 2);
+    let repeats = env_usize("AQN_BENCH_REPEATS", 5).max(1);
+    let tokens = batch * seq;
+    let config = Qwen2Config::new(VOCAB, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS)
+        .with_max_position_embeddings(seq.max(1) + 1);
+
+    // Forward only: a plain device, no autodiff graph.
+    let device = Device::ndarray();
+    let model = config.init(&device);
+    let (input, _) = token_ids(batch, seq, &device);
+    let padding = Padding::none(batch);
+    let forward = time(warmup, repeats, || {
+        let logits = model.forward(input.clone(), &padding, None);
+        // NdArray is eager; reading one value makes sure the logits exist before the clock stops.
+        std::hint::black_box(logits.narrow(1, seq - 1, 1).into_data());
+    });
+    drop(model);
+
+    // Forward + backward on an autodiff device.
+    let device = Device::ndarray().autodiff();
+    let model = config.init(&device);
+    let (input, targets) = token_ids(batch, seq, &device);
+    let mut last_loss = 0.0f32;
+    let forward_backward = time(warmup, repeats, || {
+        let loss = loss(&model, &input, &targets);
+        last_loss = loss.clone().into_scalar();
+        std::hint::black_box(loss.backward());
+    });
+
+    println!(
+        "{{\"impl\":\"aqn-burn-ndarray\",\"rayon_threads\":{},\"matmul_threads\":{},\"config\":{{\"vocab\":{VOCAB},\"hidden\":{HIDDEN},\"intermediate\":{INTERMEDIATE},\"layers\":{LAYERS},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS}}},\"batch\":{batch},\"seq\":{seq},\"tokens\":{tokens},\"warmup\":{warmup},\"repeats\":{repeats},\"loss\":{last_loss:.5},\"forward\":{},\"forward_backward\":{}}}",
+        pool_threads("RAYON_NUM_THREADS", usize::MAX),
+        // matrixmultiply defaults to the physical cores (this counts logical ones) and caps at 4.
+        pool_threads("MATMUL_NUM_THREADS", 4),
+        forward.json(tokens),
+        forward_backward.json(tokens),
+    );
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""PyTorch eager baseline of core/benches/qwen2_train.rs: the same Qwen2 config and batch on the CPU.
+
+transformers' Qwen2ForCausalLM, randomly initialized, f32, attn_implementation="eager" (hidden 256,
+intermediate 768, 4 layers, 8 query heads, 2 key/value heads, vocab 1024, untied lm_head), a batch
+of 8 x 256 tokens without padding:
+  forward           logits of every position under torch.no_grad() (model.eval());
+  forward_backward  loss = -mean(log_softmax(logits)[next token]) at every position, backward
+                    (model.train(); gradients set to None before each step, outside the clock).
+Each is run --warmup times untimed, then --repeats times timed; throughput is batch x seq tokens
+over the median time. Prints one JSON line (the same fields as the Rust bench).
+
+Usage: torch_qwen2.py [--threads N] [--batch 8] [--seq 256] [--warmup 2] [--repeats 5]
+Needs `pip install torch transformers`.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import transformers
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+VOCAB, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 1024, 256, 768, 4, 8, 2
+
+
+def timing(warmup, repeats, step, before=None):
+    times = []
+    for i in range(warmup + repeats):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        step()
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            times.append(elapsed)
+    return times
+
+
+def summary(times, tokens):
+    median = statistics.median(times)
+    return {
+        "tokens_per_s": round(tokens / median, 1),
+        "median_s": round(median, 6),
+        "min_s": round(min(times), 6),
+        "best_tokens_per_s": round(tokens / min(times), 1),
+        "times_s": [round(t, 6) for t in times],
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=args.seq + 1,
+        tie_word_embeddings=False,
+        use_cache=False,
+    )
+    model = Qwen2ForCausalLM._from_config(config, attn_implementation="eager", dtype=torch.float32)
+    assert model.config._attn_implementation == "eager", model.config._attn_implementation
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+    g = torch.Generator().manual_seed(11)
+    ids = torch.randint(0, VOCAB, (args.batch, args.seq + 1), generator=g)
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    tokens = args.batch * args.seq
+
+    model.eval()
+
+    def forward():
+        with torch.no_grad():
+            model(input_ids=inputs, use_cache=False).logits
+
+    fwd = timing(args.warmup, args.repeats, forward)
+
+    model.train()
+    last = {}
+
+    def zero():
+        model.zero_grad(set_to_none=True)
+
+    def forward_backward():
+        logits = model(input_ids=inputs, use_cache=False).logits
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1))
+        loss = -logp.mean()
+        loss.backward()
+        last["loss"] = loss.item()
+
+    fwd_bwd = timing(args.warmup, args.repeats, forward_backward, before=zero)
+
+    print(
+        json.dumps(
+            {
+                "impl": "pytorch-eager",
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "config": {
+                    "vocab": VOCAB,
+                    "hidden": HIDDEN,
+                    "intermediate": INTERMEDIATE,
+                    "layers": LAYERS,
+                    "heads": HEADS,
+                    "kv_heads": KV_HEADS,
+                },
+                "batch": args.batch,
+                "seq": args.seq,
+                "tokens": tokens,
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "loss": round(last["loss"], 5),
+                "forward": summary(fwd, tokens),
+                "forward_backward": summary(fwd_bwd, tokens),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

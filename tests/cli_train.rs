@@ -1,0 +1,250 @@
+//! End-to-end tests of `aqn-native train`, `eval` and `report` on the built-in tiny model with a
+//! few-second configuration: the run folder, the final evaluation at a step that is not a multiple
+//! of `test_freq`, `--resume` after an interruption reproducing the uninterrupted run's metrics,
+//! and refused configurations that name the bad key or value.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A run of a few seconds: 4 prompts x 4 responses per step, 16 held-out problems.
+const SMALL: &[&str] = &[
+    "--set",
+    "batch.gen_batch_size=4",
+    "--set",
+    "batch.train_batch_size=4",
+    "--set",
+    "batch.ppo_mini_batch_size=4",
+    "--set",
+    "rollout.n=4",
+    "--set",
+    "eval.problems=16",
+    "--set",
+    "eval.test_freq=2",
+    "--set",
+    "trainer.save_freq=1",
+    "--set",
+    "algorithm.filter_groups.enable=false",
+];
+
+fn aqn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aqn-native"))
+        .args(args)
+        .output()
+        .expect("run aqn-native")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli_train")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    dir
+}
+
+fn train(run_dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--run-dir", run_dir.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    aqn(&args)
+}
+
+/// The lines of metrics.jsonl, without the timing entries (wall-clock, never reproducible).
+fn metrics(run_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut()
+                .unwrap()
+                .retain(|k, _| !k.starts_with("timing/"));
+            v
+        })
+        .collect()
+}
+
+fn val_steps(metrics: &[Value]) -> Vec<u64> {
+    metrics
+        .iter()
+        .filter(|m| m.get("val/accuracy").is_some())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn run_folder_final_eval_resume_eval_and_report() {
+    let root = tmp("runs");
+    let full = root.join("full");
+    // Three steps with test_freq 2: evaluations at 0, 2 and the final step 3.
+    let out = train(&full, &["--steps", "3"]);
+    ok(&out);
+    let log = stderr(&out);
+    assert!(log.contains("steps per epoch"), "{log}");
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "noise_audit.jsonl",
+        "summary.json",
+    ] {
+        assert!(full.join(file).is_file(), "{file} missing");
+    }
+    let tb: Vec<_> = std::fs::read_dir(full.join("tb")).unwrap().collect();
+    assert_eq!(tb.len(), 1, "one TensorBoard event file");
+    for step in 1..=3 {
+        let ckpt = full.join(format!("checkpoints/step_{step}"));
+        for file in [
+            "adapter/adapter_model.safetensors",
+            "adapter/adapter_config.json",
+            "optimizer.bin",
+            "trainer_state.json",
+        ] {
+            assert!(ckpt.join(file).is_file(), "step {step}: {file} missing");
+        }
+    }
+    let m = metrics(&full);
+    assert_eq!(val_steps(&m), vec![0, 2, 3]);
+    let train_steps: Vec<u64> = m
+        .iter()
+        .filter(|v| v.get("reward/mean").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(train_steps, vec![1, 2, 3]);
+    // The noise audit: one line per step, realized std of every AQN target.
+    let audit = std::fs::read_to_string(full.join("noise_audit.jsonl")).unwrap();
+    assert_eq!(audit.lines().count(), 3);
+    let first: Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert!(!first["targets"].as_array().unwrap().is_empty());
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["score_step"], 3);
+    assert_eq!(summary["exp_id"], "default");
+    let final_val = m
+        .iter()
+        .rev()
+        .find(|v| v.get("val/accuracy").is_some())
+        .unwrap();
+    assert_eq!(summary["score"], final_val["val/accuracy"]);
+
+    // A folder that holds a run is never overwritten by accident.
+    let out = train(&full, &["--steps", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds a run"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(full.join("checkpoints/step_3").is_dir());
+
+    // Interrupted after step 2 (plus a half-written step 3 line, as a crash leaves it), resumed.
+    let part = root.join("part");
+    ok(&train(&part, &["--steps", "2"]));
+    let mut text = std::fs::read_to_string(part.join("metrics.jsonl")).unwrap();
+    text.push_str("{\"step\":3,\"reward/mean\":12345.0}\n");
+    std::fs::write(part.join("metrics.jsonl"), text).unwrap();
+    let resumed = aqn(&["train", "--resume", part.to_str().unwrap(), "--steps", "3"]);
+    ok(&resumed);
+    assert!(
+        stderr(&resumed).contains("resuming after step 2"),
+        "{}",
+        stderr(&resumed)
+    );
+    let mp = metrics(&part);
+    assert_eq!(
+        mp, m,
+        "the resumed run's metrics differ from the uninterrupted run's"
+    );
+
+    // `eval` of the run folder reproduces the final evaluation.
+    let out = aqn(&["eval", full.to_str().unwrap(), "--json"]);
+    ok(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["step"], 3);
+    assert_eq!(report["result"]["accuracy"], final_val["val/accuracy"]);
+    let out = aqn(&["eval", full.to_str().unwrap(), "--step", "9"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("saved steps: 1, 2, 3"),
+        "{}",
+        stderr(&out)
+    );
+
+    // `report` over both runs: one experiment with two runs, curves written.
+    let out = aqn(&["report", root.to_str().unwrap()]);
+    ok(&out);
+    let md = std::fs::read_to_string(root.join("REPORT.md")).unwrap();
+    assert!(
+        md.contains("| Exp ID | Type | TensorBoard Name | Score |"),
+        "{md}"
+    );
+    assert!(md.contains("## AQN Configuration Reference"), "{md}");
+    assert!(md.contains("(2 seeds)") || md.contains("2 runs"), "{md}");
+    let svg = std::fs::read_to_string(root.join("curves/all.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("held-out accuracy"));
+}
+
+#[test]
+fn refusals_name_the_bad_setting() {
+    let dir = tmp("refused");
+    let run_dir = dir.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--set", "optim.lrr=1e-3"], &["optim.lrr"]),
+        (&["--set", "quant.weights=fp5"], &["fp5", "mxfp4", "nvfp4"]),
+        (&["--preset", "e99"], &["e99", "e5b", "baseline"]),
+        (&["--profile", "huge"], &["huge", "tiny"]),
+        (&["--set", "rollout.n=0"], &["rollout.n"]),
+        (&["--backend", "tpu"], &["tpu", "cpu"]),
+    ];
+    for (args, needles) in cases {
+        let mut all = vec!["train", "--run-dir", run_dir];
+        all.extend_from_slice(args);
+        let out = aqn(&all);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = stderr(&out);
+        for n in *needles {
+            assert!(err.contains(n), "{args:?}: {n:?} not in {err}");
+        }
+    }
+    // Dynamic sampling that cannot fill a batch is an error naming the setting, not a hang.
+    let out = train(
+        &dir,
+        &[
+            "--steps",
+            "1",
+            "--set",
+            "algorithm.filter_groups.enable=true",
+            "--set",
+            "algorithm.filter_groups.max_num_gen_batches=1",
+            "--set",
+            "rollout.n=2",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("dynamic sampling") && err.contains("max_num_gen_batches = 1"),
+        "{err}"
+    );
+    // A group of one can never be kept: refused before any work.
+    let out = train(
+        &dir,
+        &[
+            "--set",
+            "algorithm.filter_groups.enable=true",
+            "--set",
+            "rollout.n=1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("rollout.n = 1"), "{}", stderr(&out));
+}
