@@ -37,6 +37,8 @@ step "browser playground: playwright (WebGPU on SwiftShader, CPU fallback, scree
 # Burn and both crates a second time (checked: it starts over at ciborium; a cold wgpu build of
 # that stack takes 17+ min here).
 cargo test --release --workspace --features "$FEATURES" --no-run
+# The binary lives under CARGO_TARGET_DIR when one is set (tests/web reads AQN_NATIVE).
+export AQN_NATIVE="${AQN_NATIVE:-$(realpath "${CARGO_TARGET_DIR:-target}")/release/aqn-native}"
 (cd tests/web && node --test playground.test.mjs)
 
 echo
