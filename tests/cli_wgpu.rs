@@ -58,6 +58,8 @@ fn train_steps_on_wgpu() {
         "train",
         "--backend",
         "wgpu",
+        "--wgpu-api",
+        "vulkan",
         "--steps",
         "2",
         "--run-dir",
@@ -85,7 +87,11 @@ fn train_steps_on_wgpu() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "train --backend wgpu failed:\n{err}");
-    assert!(err.contains("backend  wgpu"), "{err}");
+    // The adapter a run got is named, with its graphics API (pinned: Vulkan, lavapipe in CI).
+    assert!(
+        err.contains("backend  wgpu: ") && err.contains(" on vulkan"),
+        "{err}"
+    );
     let lines = read_jsonl(&run.join("metrics.jsonl"));
     let steps: Vec<u64> = lines.iter().filter_map(|l| l["step"].as_u64()).collect();
     assert!(
@@ -140,6 +146,8 @@ fn pretrain_steps_on_wgpu() {
         "pretrain",
         "--backend",
         "wgpu",
+        "--wgpu-api",
+        "vulkan",
         "--out",
         out.to_str().unwrap(),
         "--set",
@@ -176,7 +184,7 @@ fn srdd_on_wgpu_agrees_with_the_cpu() {
     let mut reports = Vec::new();
     for backend in ["cpu", "wgpu"] {
         let path = tmp(&format!("srdd_{backend}.json"));
-        let o = aqn(&[
+        let mut args = vec![
             "srdd",
             "--backend",
             backend,
@@ -186,7 +194,11 @@ fn srdd_on_wgpu_agrees_with_the_cpu() {
             "nvfp4",
             "--output",
             path.to_str().unwrap(),
-        ]);
+        ];
+        if backend == "wgpu" {
+            args.extend(["--wgpu-api", "vulkan"]);
+        }
+        let o = aqn(&args);
         ok(&format!("srdd --backend {backend}"), &o);
         reports.push(SrddReport::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap());
     }
@@ -221,6 +233,8 @@ fn bench_smoke_on_wgpu() {
         "bench",
         "--backend",
         "wgpu",
+        "--wgpu-api",
+        "vulkan",
         "--elements",
         "16384",
         "--format",
@@ -265,4 +279,33 @@ fn cpu_backend_refuses_the_quantize_bench() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--skip-quantize"), "{err}");
+}
+
+#[test]
+fn graphics_api_flag_is_refused_where_it_cannot_apply() {
+    let tiny = root().join("assets/tiny");
+    let tiny = tiny.to_str().unwrap();
+    let o = aqn(&[
+        "eval",
+        tiny,
+        "--backend",
+        "cpu",
+        "--wgpu-api",
+        "gl",
+        "--problems",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--wgpu-api gl applies to --backend wgpu only"),
+        "{err}"
+    );
+    let o = aqn(&["eval", tiny, "--backend", "wgpu", "--wgpu-api", "opengl"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`opengl`") && err.contains("auto, vulkan, metal, dx12, gl"),
+        "{err}"
+    );
 }

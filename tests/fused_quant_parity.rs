@@ -15,10 +15,14 @@ use aqn_core::quant::fused::{fake_quantize_fused, is_fused_device};
 use aqn_core::quant::{QuantGradient, fake_quantize_on_device, quantize_with_gradient};
 use aqn_core::rng::counter_hash;
 use aqn_core::samples::Distribution;
-use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
+use aqn_core::wgpu_device::{GraphicsApi, open_wgpu};
+use burn::tensor::{Device, Tensor, TensorData};
 
+/// Burn's wgpu device pinned to Vulkan (lavapipe in CI): no quiet fallback to OpenGL.
 fn device() -> Device {
-    Device::wgpu(DeviceKind::DefaultDevice)
+    open_wgpu(GraphicsApi::Vulkan)
+        .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers)"))
+        .device
 }
 
 /// Every spec: each MXFP4 scale mode, both NVFP4 levels, tiles, stochastic rounding, FP8, BF16.

@@ -11,10 +11,11 @@ use aqn_core::model::{NamedParamVisitor, Padding, Qwen2ForCausalLM, load_qwen2};
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::rl::adamw::AdamWSettings;
 use aqn_core::tensor_file::{TensorFile, read_bytes};
+use aqn_core::wgpu_device::{GraphicsApi, open_wgpu};
 use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// The contract of issue 4 (tests/qwen2_parity.rs): f32 logits within 1e-4 of transformers'.
 const LOGITS_TOLERANCE: f32 = 1e-4;
@@ -36,8 +37,11 @@ const LOSS_TOLERANCE: f64 = 1e-4;
 const UPDATE_DRIFT_TOLERANCE: f64 = 1e-2;
 const MODEL: &str = "qwen2-tied";
 
+/// Burn's wgpu device pinned to Vulkan (lavapipe in CI): no quiet fallback to OpenGL.
 fn wgpu() -> Device {
-    Device::wgpu(DeviceKind::DefaultDevice)
+    open_wgpu(GraphicsApi::Vulkan)
+        .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers)"))
+        .device
 }
 
 fn fixture(name: &str) -> PathBuf {

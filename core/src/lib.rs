@@ -37,3 +37,5 @@ pub mod task;
 pub mod tensor_file;
 #[cfg(feature = "burn")]
 pub mod train;
+#[cfg(feature = "wgpu")]
+pub mod wgpu_device;

@@ -103,29 +103,60 @@ impl FromStr for Backend {
 /// The `--backend` flag, shared by every command that computes.
 #[derive(Args, Clone, Debug)]
 pub struct BackendArgs {
-    /// Where to compute: `cpu` (NdArray), `wgpu` (a GPU through Vulkan/Metal/DX12, or Mesa's
-    /// software Vulkan; cargo feature `wgpu`), `cuda` (cargo feature `cuda`). The same model,
-    /// trainer and quantizers run on each; on the GPU backends fake quantization uses the fused
-    /// kernels (bit-identical to the CPU).
+    /// Where to compute: `cpu` (NdArray), `wgpu` (a GPU through Vulkan/Metal/DX12/OpenGL, or
+    /// Mesa's software Vulkan; cargo feature `wgpu`), `cuda` (cargo feature `cuda`). The same
+    /// model, trainer and quantizers run on each; on the GPU backends fake quantization uses the
+    /// fused kernels (bit-identical to the CPU). The device a run got is printed as `backend  ...`.
     #[arg(long, value_name = "BACKEND", default_value = "cpu", value_parser = Backend::from_str)]
     pub backend: Backend,
+    /// The graphics API of `--backend wgpu`: `auto` (the default: Vulkan wherever it exists, else
+    /// Metal, DX12, OpenGL), `vulkan`, `metal`, `dx12`, `gl`. A named API never falls back to
+    /// another: with `vulkan` and no Vulkan driver the command stops with an error.
+    #[cfg(feature = "wgpu")]
+    #[arg(long, value_name = "API")]
+    pub wgpu_api: Option<aqn_core::wgpu_device::GraphicsApi>,
 }
+
+/// How the device of this process describes itself (`cpu`, or the adapter a GPU run got).
+static DEVICE_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 impl BackendArgs {
     /// The device for inference.
     #[allow(deprecated)] // NdArray is deprecated upstream in favour of Flex, which is ~2x slower here.
     pub fn device(&self) -> Result<Device> {
-        let device = match self.backend {
-            Backend::Cpu => Device::ndarray(),
+        #[cfg(feature = "wgpu")]
+        if let Some(api) = self.wgpu_api
+            && self.backend != Backend::Wgpu
+        {
+            anyhow::bail!(
+                "--wgpu-api {api} applies to --backend wgpu only (this command runs on --backend {})",
+                self.backend
+            );
+        }
+        let (device, name) = match self.backend {
+            Backend::Cpu => (Device::ndarray(), "cpu".to_string()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            Backend::Wgpu => {
+                use aqn_core::wgpu_device::{GraphicsApi, open_wgpu};
+                let api = self.wgpu_api.unwrap_or(GraphicsApi::Auto);
+                let adapter = open_wgpu(api).map_err(|e| {
+                    anyhow::anyhow!("--backend wgpu: {e}; {}", self.backend.driver_hint())
+                })?;
+                (adapter.device.clone(), adapter.to_string())
+            }
             #[cfg(feature = "cuda")]
-            Backend::Cuda => Device::cuda(0usize),
+            Backend::Cuda => {
+                let device = Device::cuda(0usize);
+                let name = cuda_name(&device);
+                (device, name)
+            }
         };
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
         if self.backend != Backend::Cpu {
             probe(&device, self.backend)?;
+            eprintln!("backend  {}: {name}", self.backend);
         }
+        let _ = DEVICE_NAME.set(name);
         Ok(device)
     }
 
@@ -135,21 +166,26 @@ impl BackendArgs {
     }
 }
 
-/// The device as it names itself, with what its kernels are compiled for (`llvmpipe (LLVM 15.0.6,
-/// 256 bits) (spirv_...)`, `NVIDIA H100 80GB HBM3 (ptx_sm90)`), or `cpu` for the CPU backend.
-pub fn device_name(device: &Device) -> String {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(id) = device.identity() {
-        return format!("{} ({})", id.name, id.fingerprint);
+/// The device this process opened, as it names itself (`llvmpipe (LLVM 15.0.6, 256 bits) on
+/// vulkan, driver llvmpipe Mesa 22.3.6 (LLVM 15.0.6) (software)`, `NVIDIA H100 80GB HBM3
+/// (cuda)`), or `cpu`.
+pub fn device_name() -> String {
+    DEVICE_NAME.get().cloned().unwrap_or_else(|| "cpu".into())
+}
+
+/// A CUDA device's name, from its own report (opens the device; a failure is left to [`probe`]).
+#[cfg(feature = "cuda")]
+fn cuda_name(device: &Device) -> String {
+    let probe_device = device.clone();
+    match std::panic::catch_unwind(move || probe_device.identity()) {
+        Ok(Some(id)) => format!("{} (cuda, {})", id.name, id.fingerprint),
+        _ => "cuda device 0".into(),
     }
-    if aqn_core::quant::is_host_device(device) {
-        return "cpu".into();
-    }
-    format!("{device:?}")
 }
 
 /// Runs one tiny computation on a GPU device, so that a machine without an adapter or driver
-/// gets an error naming the backend instead of a panic deep inside the first kernel.
+/// gets an error naming the backend instead of a panic deep inside the first kernel, and a device
+/// that computes wrong sums is refused before it trains anything.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn probe(device: &Device, backend: Backend) -> Result<()> {
     use burn::tensor::Tensor;
@@ -162,12 +198,10 @@ fn probe(device: &Device, backend: Backend) -> Result<()> {
             .ok()
     });
     match result {
-        Ok(Some(v)) if v == [4.0] => {
-            // Which adapter the run got (on a machine without a GPU: Mesa's llvmpipe).
-            eprintln!("backend  {backend}: {}", device_name(device));
-            Ok(())
+        Ok(Some(v)) if v == [4.0] => Ok(()),
+        Ok(v) => {
+            anyhow::bail!("the {backend} device computed a wrong test sum: {v:?} (expected [4.0])")
         }
-        Ok(_) => anyhow::bail!("the {backend} device computed a wrong test sum"),
         Err(_) => anyhow::bail!(
             "the {backend} device could not start (see the message above): {}",
             backend.driver_hint()

@@ -152,7 +152,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = args.backend.device()?;
     let mut report = BenchReport {
         backend: args.backend.backend.to_string(),
-        device: crate::backend::device_name(&device),
+        device: crate::backend::device_name(),
         repeats: args.repeats,
         quantize: Vec::new(),
         model: None,
