@@ -2,8 +2,9 @@
 //! `mesa-vulkan-drivers`), end to end: a few GRPO/DAPO training steps of the default preset
 //! (NVFP4 W4A16 + LoRA + AQN: the fused kernels and their straight-through node inside the
 //! trainer), a few pretraining steps, an SRDD scan that agrees with the CPU backend's, and the
-//! benchmark at smoke sizes (its JSON as scripts/gpu_bench.sh reads it). A missing adapter fails
-//! these tests; they never skip.
+//! benchmark at smoke sizes (its JSON as scripts/gpu_bench.sh reads it), and `quant-error` /
+//! `quantize` equal to the CPU's output. The device is pinned to Vulkan: a machine without a
+//! Vulkan adapter fails these tests; they never skip.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -306,6 +307,81 @@ fn graphics_api_flag_is_refused_where_it_cannot_apply() {
     assert!(!o.status.success());
     assert!(
         err.contains("`opengl`") && err.contains("auto, vulkan, metal, dx12, gl"),
+        "{err}"
+    );
+}
+
+/// `quant-error` and `quantize` on the wgpu device give the CPU's numbers and bytes: the fused
+/// kernels are bit-identical to the slice API, so the metrics JSON and the written checkpoint are
+/// equal, not close.
+#[test]
+fn quant_error_and_quantize_on_wgpu_equal_the_cpu() {
+    let formats = "mxfp4,mxfp4:rceil,nvfp4,nvfp4:single-level,nvfp4:tile16x16,mxfp4:sr=7,fp8,bf16";
+    let mut outputs = Vec::new();
+    for backend in [
+        &["--backend", "cpu"][..],
+        &["--backend", "wgpu", "--wgpu-api", "vulkan"],
+    ] {
+        let mut args = vec![
+            "quant-error",
+            "--elements",
+            "65536",
+            "--generate",
+            "normal,laplace",
+            "--format",
+            formats,
+            "--json",
+        ];
+        args.extend(backend);
+        outputs.push(ok("quant-error", &aqn(&args)));
+    }
+    assert!(outputs[0].contains("\"mean_relative_error\""));
+    assert_eq!(outputs[0], outputs[1], "quant-error: cpu vs wgpu");
+
+    let model = root().join("tests/fixtures/qwen2-tied/model.safetensors");
+    let mut files = Vec::new();
+    for (name, backend) in [
+        ("cpu", &["--backend", "cpu"][..]),
+        ("wgpu", &["--backend", "wgpu", "--wgpu-api", "vulkan"]),
+    ] {
+        let out = tmp(&format!("quantized_{name}.safetensors"));
+        let mut args = vec![
+            "quantize",
+            "--format",
+            "nvfp4:tile16x16",
+            "--input",
+            model.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            // Blocks down the columns: the [outer, n, inner] path, not just rows.
+            "--axis",
+            "0",
+        ];
+        args.extend(backend);
+        ok("quantize", &aqn(&args));
+        files.push(std::fs::read(&out).unwrap());
+    }
+    assert!(
+        files[0] == files[1],
+        "quantize: cpu and wgpu wrote different bytes"
+    );
+
+    let o = aqn(&[
+        "quantize",
+        "--format",
+        "mxfp4",
+        "--packed",
+        "--input",
+        model.to_str().unwrap(),
+        "--output",
+        tmp("packed.safetensors").to_str().unwrap(),
+        "--backend",
+        "wgpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--packed encodes codes and scales on the CPU only"),
         "{err}"
     );
 }

@@ -2,6 +2,7 @@
 
 mod backend;
 mod cmd;
+mod device_quantize;
 mod progress;
 mod table;
 

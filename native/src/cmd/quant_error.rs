@@ -10,6 +10,8 @@ use aqn_core::tensor_file::{TensorFile, read_bytes};
 use clap::Args;
 use serde::Serialize;
 
+use crate::backend::BackendArgs;
+use crate::device_quantize::fake_quantize_along;
 use crate::progress;
 use crate::table;
 
@@ -54,6 +56,8 @@ pub struct QuantErrorArgs {
     /// Print JSON (one object per tensor and format) instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// One row of the report.
@@ -91,6 +95,7 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
     } else {
         args.formats.clone()
     };
+    let device = args.backend.device()?;
     let mut rows = Vec::new();
     match &args.input {
         None => {
@@ -108,7 +113,8 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
             for dist in dists {
                 let x = dist.generate(args.elements, args.seed)?;
                 for spec in &formats {
-                    let q = spec.fake_quantize_vec(&x, GENERATED_ROW_LEN)?;
+                    let shape = [x.len() / GENERATED_ROW_LEN, GENERATED_ROW_LEN];
+                    let q = fake_quantize_along(&device, spec, &x, &shape, 1)?;
                     rows.push(Row {
                         tensor: dist.label(),
                         dtype: "generated".into(),
@@ -138,8 +144,7 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
                 };
                 let axis = resolve_axis(args.axis, shape.len(), name)?;
                 for spec in &formats {
-                    let q = spec
-                        .fake_quantize_along(&t.data, &shape, axis)
+                    let q = fake_quantize_along(&device, spec, &t.data, &shape, axis)
                         .with_context(|| {
                             format!("quantizing tensor `{name}` {:?} with {spec}", t.shape)
                         })?;

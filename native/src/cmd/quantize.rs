@@ -8,7 +8,9 @@ use aqn_core::formats::QuantSpec;
 use aqn_core::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
 use clap::{Args, ValueEnum};
 
+use crate::backend::{Backend, BackendArgs};
 use crate::cmd::quant_error::resolve_axis;
+use crate::device_quantize::fake_quantize_along;
 use crate::progress;
 
 /// Output dtype of the fake-quantized tensors.
@@ -57,10 +59,22 @@ pub struct QuantizeArgs {
     /// `embed_tokens`.
     #[arg(long, value_name = "TEXT")]
     exclude: Vec<String>,
+    /// Where the fake quantization runs (the same bits on every backend). `--packed` encodes on
+    /// the CPU only.
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// Runs `quantize`.
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    if args.packed && args.backend.backend != Backend::Cpu {
+        anyhow::bail!(
+            "--packed encodes codes and scales on the CPU only; drop --backend {} (the GPU \
+             kernels fake-quantize) or --packed",
+            args.backend.backend
+        );
+    }
+    let device = args.backend.device()?;
     let bytes = read_bytes(&args.input)?;
     let source = args.input.display().to_string();
     let file = TensorFile::parse(&bytes, &source)?;
@@ -120,9 +134,8 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
                 serde_json::to_string(&t.shape)?,
             );
         } else {
-            let q = spec
-                .fake_quantize_along(&t.data, &t.shape, axis)
-                .with_context(ctx)?;
+            let q =
+                fake_quantize_along(&device, &spec, &t.data, &t.shape, axis).with_context(ctx)?;
             let dtype = match args.dtype {
                 OutDtype::F32 => FloatDtype::F32,
                 OutDtype::Input => t.dtype,
