@@ -30,6 +30,16 @@ fn ok(what: &str, o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs `args`, which must fail with an error that contains every one of `texts`.
+fn refused(args: &[&str], texts: &[&str]) {
+    let o = aqn(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    for text in texts {
+        assert!(err.contains(text), "{args:?}: no `{text}` in:\n{err}");
+    }
+}
+
 fn tmp(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_wgpu");
     std::fs::create_dir_all(&dir).unwrap();
@@ -276,38 +286,32 @@ fn bench_smoke_on_wgpu() {
 
 #[test]
 fn cpu_backend_refuses_the_quantize_bench() {
-    let o = aqn(&["bench", "--backend", "cpu", "--elements", "4096"]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--skip-quantize"), "{err}");
+    refused(
+        &["bench", "--backend", "cpu", "--elements", "4096"],
+        &["--skip-quantize"],
+    );
 }
 
 #[test]
 fn graphics_api_flag_is_refused_where_it_cannot_apply() {
     let tiny = root().join("assets/tiny");
     let tiny = tiny.to_str().unwrap();
-    let o = aqn(&[
-        "eval",
-        tiny,
-        "--backend",
-        "cpu",
-        "--wgpu-api",
-        "gl",
-        "--problems",
-        "1",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(
-        err.contains("--wgpu-api gl applies to --backend wgpu only"),
-        "{err}"
+    refused(
+        &[
+            "eval",
+            tiny,
+            "--backend",
+            "cpu",
+            "--wgpu-api",
+            "gl",
+            "--problems",
+            "1",
+        ],
+        &["--wgpu-api gl applies to --backend wgpu only"],
     );
-    let o = aqn(&["eval", tiny, "--backend", "wgpu", "--wgpu-api", "opengl"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(
-        err.contains("`opengl`") && err.contains("auto, vulkan, metal, dx12, gl"),
-        "{err}"
+    refused(
+        &["eval", tiny, "--backend", "wgpu", "--wgpu-api", "opengl"],
+        &["`opengl`", "auto, vulkan, metal, dx12, gl"],
     );
 }
 
@@ -366,22 +370,19 @@ fn quant_error_and_quantize_on_wgpu_equal_the_cpu() {
         "quantize: cpu and wgpu wrote different bytes"
     );
 
-    let o = aqn(&[
-        "quantize",
-        "--format",
-        "mxfp4",
-        "--packed",
-        "--input",
-        model.to_str().unwrap(),
-        "--output",
-        tmp("packed.safetensors").to_str().unwrap(),
-        "--backend",
-        "wgpu",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(
-        err.contains("--packed encodes codes and scales on the CPU only"),
-        "{err}"
+    refused(
+        &[
+            "quantize",
+            "--format",
+            "mxfp4",
+            "--packed",
+            "--input",
+            model.to_str().unwrap(),
+            "--output",
+            tmp("packed.safetensors").to_str().unwrap(),
+            "--backend",
+            "wgpu",
+        ],
+        &["--packed encodes codes and scales on the CPU only"],
     );
 }
