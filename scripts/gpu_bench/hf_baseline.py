@@ -139,8 +139,8 @@ def main() -> None:
               f"transformers {result['grpo_step']['seconds']:.3f} s "
               f"(speed-up {ratios['grpo_step_speedup_aqn_over_hf']:.2f})")
         for q in aqn.get("quantize", []):
-            print(f"fake-quantize {q['format']}: {q['gb_per_s']:.0f} GB/s = "
-                  f"{100 * q['ratio_to_copy']:.0f}% of the device copy ({q['copy_gb_per_s']:.0f} GB/s; target >= 50%)")
+            print(f"fake-quantize {q['format']}: {q['gb_per_s']:.3g} GB/s = "
+                  f"{100 * q['ratio_to_copy']:.0f}% of the device copy ({q['copy_gb_per_s']:.3g} GB/s; target >= 50%)")
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
