@@ -117,13 +117,17 @@ pub struct BackendArgs {
     pub wgpu_api: Option<aqn_core::wgpu_device::GraphicsApi>,
 }
 
-/// How the device of this process describes itself (`cpu`, or the adapter a GPU run got).
-static DEVICE_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
 impl BackendArgs {
     /// The device for inference.
-    #[allow(deprecated)] // NdArray is deprecated upstream in favour of Flex, which is ~2x slower here.
     pub fn device(&self) -> Result<Device> {
+        Ok(self.named_device()?.0)
+    }
+
+    /// The device for inference and how it names itself (`cpu`; `llvmpipe (LLVM 15.0.6, 256
+    /// bits) on vulkan, driver llvmpipe Mesa 22.3.6 (LLVM 15.0.6) (software)`; `NVIDIA H100 80GB
+    /// HBM3 (cuda, ...)`).
+    #[allow(deprecated)] // NdArray is deprecated upstream in favour of Flex, which is ~2x slower here.
+    pub fn named_device(&self) -> Result<(Device, String)> {
         #[cfg(feature = "wgpu")]
         if let Some(api) = self.wgpu_api
             && self.backend != Backend::Wgpu
@@ -156,21 +160,13 @@ impl BackendArgs {
             probe(&device, self.backend)?;
             eprintln!("backend  {}: {name}", self.backend);
         }
-        let _ = DEVICE_NAME.set(name);
-        Ok(device)
+        Ok((device, name))
     }
 
     /// The device for training (with autodiff).
     pub fn autodiff_device(&self) -> Result<Device> {
         Ok(self.device()?.autodiff())
     }
-}
-
-/// The device this process opened, as it names itself (`llvmpipe (LLVM 15.0.6, 256 bits) on
-/// vulkan, driver llvmpipe Mesa 22.3.6 (LLVM 15.0.6) (software)`, `NVIDIA H100 80GB HBM3
-/// (cuda)`), or `cpu`.
-pub fn device_name() -> String {
-    DEVICE_NAME.get().cloned().unwrap_or_else(|| "cpu".into())
 }
 
 /// A CUDA device's name, from its own report (opens the device; a failure is left to [`probe`]).

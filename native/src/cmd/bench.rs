@@ -149,10 +149,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.repeats == 0 {
         anyhow::bail!("--repeats must be at least 1");
     }
-    let device = args.backend.device()?;
+    let (device, device_name) = args.backend.named_device()?;
     let mut report = BenchReport {
         backend: args.backend.backend.to_string(),
-        device: crate::backend::device_name(),
+        device: device_name,
         repeats: args.repeats,
         quantize: Vec::new(),
         model: None,
