@@ -52,6 +52,14 @@ pub enum FormatError {
     /// Packed buffers whose sizes do not match their description.
     #[error("packed tensor is inconsistent: {0}")]
     BadPacked(String),
+    /// A packed frozen weight asked to do what its codes cannot (be trained, be re-quantized).
+    #[error("{what}: {reason}")]
+    PackedWeight {
+        /// What was asked.
+        what: String,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
     /// A tensor the fused GPU kernels cannot take (device, dtype, size).
     #[error("fused quantization kernel: {0}")]
     Device(String),

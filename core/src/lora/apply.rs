@@ -40,10 +40,10 @@ impl Qwen2ForCausalLM {
         if let Some(site) = existing {
             return Err(LoraError::AlreadyAttached { site });
         }
+        let device = self.device();
         let model = self.no_grad().map_linears(|site, mut linear| {
             let target = LoraTarget::of(site.kind).filter(|t| config.targets.contains(t));
             if target.is_some() {
-                let device = linear.weight.val().device();
                 linear.lora = Some(make(site, linear.d_input(), linear.d_output(), &device));
             }
             linear.refresh_quantized_weight()
@@ -54,6 +54,24 @@ impl Qwen2ForCausalLM {
     /// Every parameter trainable (latent f32 weights). Refuses a model with LoRA adapters, whose
     /// base must stay frozen.
     pub fn for_full_finetuning(self) -> Result<Self, LoraError> {
+        let mut packed = None;
+        self.visit_linears(|site, linear| {
+            if linear.is_packed() && packed.is_none() {
+                packed = Some(site.module_path());
+            }
+        });
+        if let Some(site) = packed.or_else(|| {
+            self.embedding_packed()
+                .map(|_| crate::qat::config::EMBEDDING_PATH.to_string())
+        }) {
+            return Err(LoraError::Invalid {
+                field: "base",
+                value: site,
+                reason: "full fine-tuning trains the base weights, and this one is held packed \
+                         (frozen codes, no latent weight); load the model with its latent weights"
+                    .into(),
+            });
+        }
         if self.has_lora() {
             return Err(LoraError::Invalid {
                 field: "adapters",

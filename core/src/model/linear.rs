@@ -9,6 +9,12 @@
 //! so the reduction axis `in` is the last one: it is the quantization axis of MXFP4/NVFP4 blocks, and
 //! a checkpoint's tensors load without transposition.
 //!
+//! A frozen weight (a LoRA base, a reference policy, an inference model) can instead be held
+//! *packed* ([`QLinear::packed`]: codes + scales, [`PackedWeight`]): the layer then has no latent
+//! f32 weight at all, and `forward` computes `Q(x) Q(W)^T` from the codes
+//! ([`crate::quant::packed_linear`]), bit for bit what the fake-quant path with a cached `Q(W)`
+//! computes.
+//!
 //! What a projection does besides `x W^T + b` is recorded in it by the model-level calls
 //! (`with_quantization`, `with_lora`, `with_hw_noise`, `for_phase`): its [`LinearHooks`] (the
 //! quantizer and cached `Q(W)`, the hardware-error site, an SRDD input recorder) and its optional
@@ -19,9 +25,11 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use crate::formats::{FormatError, QuantFormat, QuantSpec};
 use crate::hw_noise::site::SiteNoise;
 use crate::lora::LoraAdapter;
 use crate::qat::{LinearQuant, WeightQuantState};
+use crate::quant::{PackedWeight, packed_linear};
 use crate::srdd::recorder::InputRecorder;
 
 /// Everything a projection does besides its parameters: not part of the module's parameters
@@ -58,7 +66,8 @@ pub struct QLinearConfig {
 #[derive(Module, Debug)]
 pub struct QLinear {
     /// `[d_output, d_input]`: HF layout; the last axis is the reduction (quantization) axis.
-    pub weight: Param<Tensor<2>>,
+    /// `None` when the layer holds its frozen weight packed (`packed`).
+    pub weight: Option<Param<Tensor<2>>>,
     /// `[d_output]`.
     pub bias: Option<Param<Tensor<1>>>,
     /// The LoRA adapter (trainable, in f32, never quantized), if any.
@@ -66,6 +75,9 @@ pub struct QLinear {
     /// Quantization, hardware error, recorder.
     #[module(skip)]
     pub hooks: LinearHooks,
+    /// The frozen weight as codes + scales, when `weight` is `None`.
+    #[module(skip)]
+    pub packed: Option<PackedWeight>,
 }
 
 impl QLinearConfig {
@@ -95,10 +107,11 @@ impl QLinearConfig {
             .bias
             .then(|| Initializer::Zeros.init([self.d_output], device));
         QLinear {
-            weight,
+            weight: Some(weight),
             bias,
             lora: None,
             hooks: LinearHooks::default(),
+            packed: None,
         }
     }
 }
@@ -107,11 +120,78 @@ impl QLinear {
     /// A plain projection with the given parameters (no adapter, no hooks).
     pub fn new(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {
         Self {
-            weight,
+            weight: Some(weight),
             bias,
             lora: None,
             hooks: LinearHooks::default(),
+            packed: None,
         }
+    }
+
+    /// A projection whose frozen weight is `packed` (no latent weight), quantized as `quant`
+    /// says: `quant.weights` must be the spec the codes were made with; without a quantizer
+    /// the codes must be BF16 (frozen weights stored in bf16, `model.dtype = "bf16"`).
+    pub fn packed(
+        packed: PackedWeight,
+        bias: Option<Param<Tensor<1>>>,
+        quant: Option<LinearQuant>,
+    ) -> Result<Self, FormatError> {
+        check_packed_spec(&packed, quant.as_ref().map(|q| &q.weights))?;
+        Ok(Self {
+            weight: None,
+            bias,
+            lora: None,
+            hooks: LinearHooks {
+                quant: WeightQuantState::new(quant),
+                ..LinearHooks::default()
+            },
+            packed: Some(packed),
+        })
+    }
+
+    /// The latent weight parameter.
+    ///
+    /// # Panics
+    /// If the layer holds a packed weight (no latent weight exists; see [`Self::is_packed`]).
+    pub fn latent(&self) -> &Param<Tensor<2>> {
+        self.weight
+            .as_ref()
+            .expect("this projection holds a packed frozen weight, not a latent one")
+    }
+
+    /// Whether the frozen weight is held packed (and there is no latent weight).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Replaces the latent weight by its packed form: the codes of the weight quantizer, or
+    /// BF16 codes without one. Refuses a weight that requires gradients (it is not frozen).
+    /// A packed layer is returned unchanged.
+    pub fn into_packed(mut self) -> Result<Self, FormatError> {
+        let Some(weight) = self.weight.take() else {
+            return Ok(self);
+        };
+        if weight.is_require_grad() {
+            return Err(FormatError::PackedWeight {
+                what: "packing a trainable weight".into(),
+                reason: "only frozen weights (no gradient) are held packed".into(),
+            });
+        }
+        let spec = self
+            .hooks
+            .quant
+            .quant()
+            .map_or(QuantSpec::new(QuantFormat::Bf16), |q| q.weights);
+        let [o, i] = weight.dims();
+        let values = weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| FormatError::BadPacked(format!("{e:?}")))?;
+        self.packed = Some(PackedWeight::quantize(&values, o, i, &spec)?);
+        self.hooks.quant = WeightQuantState::new(self.hooks.quant.quant().copied());
+        Ok(self)
     }
 
     /// Applies `Q(x) Q(W)^T + b + lora(x)`, where `Q` is the identity unless a quantized mode is
@@ -122,8 +202,7 @@ impl QLinear {
     /// - `x`: `[..., d_input]`
     /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let weight = self.weight.val();
-        let [d_output, d_input] = weight.dims();
+        let [d_output, d_input] = [self.d_output(), self.d_input()];
         let mut out_dims = x.dims();
         assert_eq!(
             out_dims[D - 1],
@@ -137,19 +216,26 @@ impl QLinear {
         if let Some(recorder) = &self.hooks.recorder {
             recorder.record(&x);
         }
-        let weight = self.hooks.quant.effective(weight);
         let xq = match self.hooks.quant.quant() {
             Some(q) => q.quantize_input(x.clone()),
             None => x.clone(),
         };
-        // CPU backends copy a transposed (non-contiguous) matmul operand into a contiguous one, so
-        // each orientation copies something: `x W^T` copies the weight (d_out x d_in), `(W x^T)^T`
-        // copies the activations in and out (rows x (d_in + d_out)). Decoding steps have few rows,
-        // prefill and training many: take the cheaper one. Both are `x W^T` (tested to agree).
-        let y = if rows * (d_input + d_output) < d_input * d_output {
-            weight.matmul(xq.transpose()).transpose()
-        } else {
-            xq.matmul(weight.transpose())
+        let y = match (&self.packed, &self.weight) {
+            (Some(packed), _) => packed_linear(xq, packed),
+            (None, Some(weight)) => {
+                let weight = self.hooks.quant.effective(weight.val());
+                // CPU backends copy a transposed (non-contiguous) matmul operand into a
+                // contiguous one, so each orientation copies something: `x W^T` copies the
+                // weight (d_out x d_in), `(W x^T)^T` copies the activations in and out
+                // (rows x (d_in + d_out)). Decoding steps have few rows, prefill and training
+                // many: take the cheaper one. Both are `x W^T` (tested to agree).
+                if rows * (d_input + d_output) < d_input * d_output {
+                    weight.matmul(xq.transpose()).transpose()
+                } else {
+                    xq.matmul(weight.transpose())
+                }
+            }
+            (None, None) => unreachable!("a QLinear holds a latent or a packed weight"),
         };
         let y = match &self.hooks.noise {
             Some(noise) => noise.apply(y),
@@ -172,20 +258,67 @@ impl QLinear {
     }
 
     /// Recomputes the cached `Q(W)` from the current weight (see [`WeightQuantState`]).
+    /// A packed layer has no cache: its codes are the quantized weight.
     pub fn refresh_quantized_weight(mut self) -> Self {
-        let w = self.weight.val();
-        self.hooks.quant.refresh(&w);
+        if let Some(weight) = &self.weight {
+            let w = weight.val();
+            self.hooks.quant.refresh(&w);
+        }
         self
+    }
+
+    /// `[d_output, d_input]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match (&self.packed, &self.weight) {
+            (Some(p), _) => p.dims(),
+            (None, Some(w)) => w.lazy_shape().dims::<2>(),
+            (None, None) => unreachable!("a QLinear holds a latent or a packed weight"),
+        }
     }
 
     /// Input features.
     pub fn d_input(&self) -> usize {
-        self.weight.lazy_shape().dims::<2>()[1]
+        self.dims()[1]
     }
 
     /// Output features.
     pub fn d_output(&self) -> usize {
-        self.weight.lazy_shape().dims::<2>()[0]
+        self.dims()[0]
+    }
+
+    /// Bytes the weight occupies: 4 per element for a latent f32 weight (and 4 more for a cached
+    /// `Q(W)`), the codes and scales of a packed one.
+    pub fn weight_bytes(&self) -> usize {
+        let [o, i] = self.dims();
+        match &self.packed {
+            Some(p) => p.storage_bytes(),
+            None => 4 * o * i * (1 + usize::from(self.hooks.quant.is_cached())),
+        }
+    }
+}
+
+/// Whether `packed` serves a projection quantized with `weights`: codes made with that spec, or
+/// for an unquantized projection (`None`) f32 values or BF16 codes (bf16 storage).
+pub fn check_packed_spec(
+    packed: &PackedWeight,
+    weights: Option<&QuantSpec>,
+) -> Result<(), FormatError> {
+    let ok = match (weights, packed.spec()) {
+        (Some(w), Some(p)) => w == p,
+        (Some(_), None) => false,
+        (None, p) => p.is_none_or(|p| p.format == QuantFormat::Bf16),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::PackedWeight {
+            what: format!("a weight held as {}", packed.label()),
+            reason: format!(
+                "the projection is quantized as {}; packed codes cannot be re-quantized (load the \
+                 model with its latent weights: model.base_storage = \"latent\")",
+                weights.map_or("bf16 (none)".to_string(), |w| w.label())
+            ),
+        })
     }
 }
 
@@ -241,7 +374,7 @@ mod tests {
         let y_many = layer.forward(many).into_data().to_vec::<f32>().unwrap();
         let y_few = layer.forward(few).into_data().to_vec::<f32>().unwrap();
         // A plain loop is the reference.
-        let w = layer.weight.val().into_data().to_vec::<f32>().unwrap();
+        let w = layer.latent().val().into_data().to_vec::<f32>().unwrap();
         let b = layer
             .bias
             .as_ref()
@@ -271,8 +404,8 @@ mod tests {
             .with_bias(true)
             .with_init_std(0.1)
             .init(&device);
-        assert_eq!(layer.weight.dims(), [128, 256]);
-        let w = layer.weight.val().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(layer.dims(), [128, 256]);
+        let w = layer.latent().val().into_data().to_vec::<f32>().unwrap();
         let n = w.len() as f64;
         let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n;
         let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();

@@ -4,17 +4,71 @@
 //! Tensors are matched to parameters by their HF names through [`NAME_TABLE`], the one remapping
 //! table. Every parameter must find its tensor with the module's shape, and every tensor must be
 //! used: a missing, unexpected, wrong-shape or non-float tensor is a [`LoadError`] naming it.
+//!
+//! The files are memory-mapped and read one tensor at a time; the pages of a tensor are handed
+//! back to the kernel once it is converted, so the loader never holds the checkpoint twice (nor,
+//! once it is done, at all). A [`LoadPlan`] says how the weights are held: by default every
+//! parameter is an f32 tensor; a *packed* plan (a frozen model: a LoRA base, a reference
+//! policy, an inference model) stores every projection weight and the embedding table straight
+//! from the file in packed form ([`crate::quant::PackedWeight`]: the codes of the quantization
+//! mode's formats, or f32 / BF16 values for what stays unquantized), so no f32 copy of a
+//! quantized weight ever exists; and `dtype = bf16` rounds every value to bf16 as it is read.
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
+use memmap2::Mmap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::config::{ConfigError, Qwen2Config};
+use super::linear::QLinear;
+use super::linear_site::LinearSite;
 use super::named_params::NamedParamMapper;
 use super::qwen2::Qwen2ForCausalLM;
-use crate::tensor_file::{TensorFile, TensorFileError, read_bytes};
+use crate::formats::bf16::round_to_bf16;
+use crate::formats::{FormatError, QuantFormat, QuantSpec};
+use crate::named::named_enum;
+use crate::qat::{LinearQuant, QatError, QuantConfig};
+use crate::quant::PackedWeight;
+use crate::tensor_file::{TensorFile, TensorFileError};
+
+named_enum! {
+    /// The precision the model's weights are held in (`model.dtype`).
+    #[derive(Default)]
+    WeightDtype, "model dtype", LoadError {
+        /// f32, as read (f16 and bf16 files convert exactly).
+        #[default]
+        F32 => "f32" | "float32",
+        /// Every value rounded to bf16 (nearest even) as it is read: exact for bf16 checkpoints
+        /// such as Qwen2.5's. Frozen matrices kept unquantized are then stored as BF16 codes
+        /// (2 bytes each); norms, biases and trainable tensors keep an f32 master copy of the
+        /// rounded values.
+        Bf16 => "bf16" | "bfloat16",
+    }
+}
+
+/// How the loader holds a checkpoint's weights.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadPlan {
+    /// `Some`: the model is frozen, and every projection weight and the embedding table are
+    /// held packed with this quantization: quantized ones as their codes, unquantized ones as
+    /// f32 values (BF16 codes with `dtype = bf16`). The quantization is applied to the loaded
+    /// model. `None`: latent f32 tensors (what training a weight needs).
+    pub packed: Option<QuantConfig>,
+    /// The precision of every value.
+    pub dtype: WeightDtype,
+}
+
+impl LoadPlan {
+    /// A frozen model packed with `quant`, in `dtype`.
+    pub fn packed(quant: QuantConfig, dtype: WeightDtype) -> Self {
+        Self {
+            packed: Some(quant),
+            dtype,
+        }
+    }
+}
 
 /// The single-file weights of an HF checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -191,6 +245,35 @@ fn is_ignored(name: &str) -> bool {
 /// Why a checkpoint could not be loaded.
 #[derive(Debug, Error)]
 pub enum LoadError {
+    /// A name that is not one of an enum's variants.
+    #[error("unknown {what} `{value}`; valid choices: {valid}")]
+    UnknownName {
+        /// What was being parsed.
+        what: &'static str,
+        /// The rejected text.
+        value: String,
+        /// The accepted names, comma separated.
+        valid: String,
+    },
+    /// A weight file that cannot be memory-mapped.
+    #[error("cannot map {path}: {source}")]
+    Map {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The packed plan's quantization.
+    #[error(transparent)]
+    Quant(#[from] QatError),
+    /// A tensor that cannot be packed.
+    #[error("packing `{tensor}`: {source}")]
+    Pack {
+        /// The HF name.
+        tensor: String,
+        /// Why.
+        source: FormatError,
+    },
     /// `config.json` is missing, malformed or refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -321,8 +404,18 @@ fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, BTreeMap<String, String>), 
 
 /// Reads `config.json` and the weights of an HF checkpoint directory onto `device`.
 pub fn load_qwen2(dir: &Path, device: &Device) -> Result<Qwen2ForCausalLM, LoadError> {
+    load_qwen2_with(dir, device, &LoadPlan::default())
+}
+
+/// [`load_qwen2`] holding the weights as `plan` says.
+pub fn load_qwen2_with(
+    dir: &Path,
+    device: &Device,
+    plan: &LoadPlan,
+) -> Result<Qwen2ForCausalLM, LoadError> {
     let config = Qwen2Config::from_file(&dir.join(CONFIG_FILE))?;
-    load_weights(config.init(device), dir, device)
+    // Parameters are initialized lazily: those the checkpoint replaces are never computed.
+    load_weights_with(config.init(device), dir, device, plan)
 }
 
 /// Replaces every parameter of `model` with the checkpoint's tensor of the same HF name.
@@ -331,14 +424,35 @@ pub fn load_weights(
     dir: &Path,
     device: &Device,
 ) -> Result<Qwen2ForCausalLM, LoadError> {
+    load_weights_with(model, dir, device, &LoadPlan::default())
+}
+
+/// [`load_weights`] holding the weights as `plan` says.
+pub fn load_weights_with(
+    model: Qwen2ForCausalLM,
+    dir: &Path,
+    device: &Device,
+    plan: &LoadPlan,
+) -> Result<Qwen2ForCausalLM, LoadError> {
     let (paths, placement) = weight_files(dir)?;
-    let blobs = paths
+    let maps = paths
         .iter()
-        .map(|p| Ok((file_name(p), read_bytes(p)?)))
+        .map(|p| {
+            let map_err = |source| LoadError::Map {
+                path: p.display().to_string(),
+                source,
+            };
+            let file = std::fs::File::open(p).map_err(map_err)?;
+            // SAFETY: the checkpoint is read-only input; like every loader of mapped weights this
+            // assumes no other process truncates the file while it is being read.
+            let map = unsafe { Mmap::map(&file) }.map_err(map_err)?;
+            Ok((file_name(p), map))
+        })
         .collect::<Result<Vec<_>, LoadError>>()?;
+    let blobs = &maps;
     let files = blobs
         .iter()
-        .map(|(name, bytes)| TensorFile::parse(bytes, name))
+        .map(|(name, bytes)| TensorFile::parse(&bytes[..], name))
         .collect::<Result<Vec<_>, _>>()?;
 
     // Where each tensor is; a tensor in two files is ambiguous.
@@ -366,16 +480,26 @@ pub fn load_weights(
 
     let mut loader = Loader {
         files: &files,
+        maps: blobs.iter().map(|(_, m)| m).collect(),
         sources: blobs.iter().map(|(n, _)| n.as_str()).collect(),
         location: &location,
         used: HashSet::new(),
         error: None,
         device: device.clone(),
+        dtype: plan.dtype,
+    };
+    let model = match &plan.packed {
+        Some(quant) => loader.pack(model, quant)?,
+        None => model,
     };
     let model = model.map_named(&mut loader);
     if let Some(e) = loader.error {
         return Err(e);
     }
+    let model = match &plan.packed {
+        Some(quant) => model.with_quantization(quant)?,
+        None => model,
+    };
 
     let mut rest: Vec<&String> = location
         .keys()
@@ -414,39 +538,160 @@ fn file_name(p: &Path) -> String {
 /// Replaces parameters by name; keeps the first error and leaves the rest of the model untouched.
 struct Loader<'a, 'b> {
     files: &'a [TensorFile<'b>],
+    maps: Vec<&'a Mmap>,
     sources: Vec<&'a str>,
     location: &'a HashMap<String, usize>,
     used: HashSet<String>,
     error: Option<LoadError>,
     device: Device,
+    dtype: WeightDtype,
+}
+
+/// How a frozen matrix of a packed plan is held: `None` quantizer means unquantized.
+fn storage_spec(quant: Option<&LinearQuant>, dtype: WeightDtype) -> Option<QuantSpec> {
+    match (quant, dtype) {
+        (Some(q), _) => Some(q.weights),
+        (None, WeightDtype::Bf16) => Some(QuantSpec::new(QuantFormat::Bf16)),
+        (None, WeightDtype::F32) => None,
+    }
 }
 
 impl Loader<'_, '_> {
-    fn tensor<const D: usize>(
-        &mut self,
-        name: &str,
-        expected: Vec<usize>,
-    ) -> Result<Tensor<D>, LoadError> {
+    /// The values of tensor `name` (checked against `expected`), in the plan's precision; the
+    /// file pages they came from are released.
+    fn values(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
         let Some(&f) = self.location.get(name) else {
             return Err(LoadError::Missing {
                 tensor: name.to_string(),
-                expected,
+                expected: expected.to_vec(),
             });
         };
         let host = self.files[f].read(name)?;
         if host.shape != expected {
             return Err(LoadError::ShapeMismatch {
                 tensor: name.to_string(),
-                expected,
+                expected: expected.to_vec(),
                 found: host.shape,
                 source_name: self.sources[f].to_string(),
             });
         }
         self.used.insert(name.to_string());
+        self.release(f, name);
+        let mut data = host.data;
+        if self.dtype == WeightDtype::Bf16 {
+            for v in &mut data {
+                *v = round_to_bf16(*v);
+            }
+        }
+        Ok(data)
+    }
+
+    /// Hands the pages of tensor `name` of file `f` back to the kernel (they are file-backed and
+    /// read-only: a later read maps them in again).
+    fn release(&self, f: usize, name: &str) {
+        let Ok(view) = self.files[f].view(name) else {
+            return;
+        };
+        let map = self.maps[f];
+        let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+        let len = view.data().len();
+        // Whole pages inside the tensor only; a failure costs memory, not correctness.
+        let page = 4096;
+        let first = start.div_ceil(page) * page;
+        let end = (start + len) / page * page;
+        if end > first {
+            // SAFETY: DONTNEED on a read-only private file mapping drops clean pages, which the
+            // next access reads again from the file; no reference into them is kept.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+            };
+        }
+    }
+
+    fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        expected: Vec<usize>,
+    ) -> Result<Tensor<D>, LoadError> {
+        let data = self.values(name, &expected)?;
         Ok(Tensor::from_data(
-            TensorData::new(host.data, host.shape),
+            TensorData::new(data, expected),
             &self.device,
         ))
+    }
+
+    /// The frozen matrix `name` (`[out, in]`) held as `spec`'s codes, or as f32 values.
+    fn packed(
+        &mut self,
+        name: &str,
+        [out, inp]: [usize; 2],
+        spec: Option<QuantSpec>,
+    ) -> Result<PackedWeight, LoadError> {
+        let values = self.values(name, &[out, inp])?;
+        let pack_err = |source| LoadError::Pack {
+            tensor: name.to_string(),
+            source,
+        };
+        match spec {
+            Some(spec) => PackedWeight::quantize(&values, out, inp, &spec).map_err(pack_err),
+            None => PackedWeight::f32(values, out, inp).map_err(pack_err),
+        }
+    }
+
+    /// Reads every projection weight and the embedding table of a packed plan into their
+    /// packed form (the rest is loaded by name afterwards).
+    fn pack(
+        &mut self,
+        model: Qwen2ForCausalLM,
+        quant: &QuantConfig,
+    ) -> Result<Qwen2ForCausalLM, LoadError> {
+        quant.validate()?;
+        let dtype = self.dtype;
+        let tied = model.config().tie_word_embeddings;
+        let embed_quant = quant.quantizes_embedding().then_some(LinearQuant {
+            weights: quant.weights,
+            activations: None,
+            gradient: quant.gradient,
+        });
+        let embed_storage = storage_spec(embed_quant.as_ref(), dtype);
+        let embed_dims = [model.config().vocab_size, model.config().hidden_size];
+        let model = model.try_map_linears(|site: &LinearSite, linear: QLinear| {
+            let site_quant = quant.for_site(site);
+            let storage = storage_spec(site_quant.as_ref(), dtype);
+            // A tied head is the embedding table: one packed matrix serves both only when both
+            // uses hold it the same way; otherwise it stays a latent tensor.
+            if tied && site.layer.is_none() && storage != embed_storage {
+                return Ok(linear);
+            }
+            let name = hf_name(&format!("{}.weight", site.module_path()), tied)
+                .expect("every projection has an HF name");
+            let packed = self.packed(&name, linear.dims(), storage)?;
+            let mut packed_linear =
+                QLinear::packed(packed, linear.bias, site_quant).map_err(|source| {
+                    LoadError::Pack {
+                        tensor: name.clone(),
+                        source,
+                    }
+                })?;
+            packed_linear.lora = linear.lora;
+            packed_linear.hooks.noise = linear.hooks.noise;
+            packed_linear.hooks.recorder = linear.hooks.recorder;
+            Ok::<_, LoadError>(packed_linear)
+        })?;
+        let table = if tied {
+            model.lm_head.packed.clone()
+        } else {
+            Some(self.packed(TIED_HEAD.1, embed_dims, embed_storage)?)
+        };
+        match table {
+            Some(table) => model
+                .with_packed_embedding(table, embed_quant)
+                .map_err(|source| LoadError::Pack {
+                    tensor: TIED_HEAD.1.to_string(),
+                    source,
+                }),
+            None => Ok(model),
+        }
     }
 }
 

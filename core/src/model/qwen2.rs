@@ -19,7 +19,9 @@ use super::linear::{QLinear, QLinearConfig};
 use super::mlp::MlpConfig;
 use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
+use crate::formats::FormatError;
 use crate::qat::{LinearQuant, WeightQuantState};
+use crate::quant::PackedWeight;
 
 /// How many padding tokens start each row of a left-padded batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +114,10 @@ pub struct Qwen2ForCausalLM {
     /// The embedding table's quantizer (quantization modes that do not exclude `embed_tokens`).
     #[module(skip)]
     embed_quant: WeightQuantState,
+    /// The frozen embedding table as codes (a packed base): lookups decode its rows. With tied
+    /// embeddings it is the lm_head's packed weight; `embed_tokens` is then `None` either way.
+    #[module(skip)]
+    embed_packed: Option<PackedWeight>,
 }
 
 /// What one forward pass returns besides the final hidden states.
@@ -166,6 +172,7 @@ impl Qwen2Config {
                 .init(),
             config: self.clone(),
             embed_quant: WeightQuantState::default(),
+            embed_packed: None,
         }
     }
 }
@@ -176,9 +183,10 @@ impl Qwen2ForCausalLM {
         &self.config
     }
 
-    /// The device the parameters live on.
+    /// The device the parameters live on (packed weights live in host memory; the computations
+    /// with them run on this device).
     pub fn device(&self) -> Device {
-        self.lm_head.weight.lazy_device()
+        self.model.norm.weight.lazy_device()
     }
 
     /// Decoder layers.
@@ -191,18 +199,79 @@ impl Qwen2ForCausalLM {
         KvCache::with_capacity(self.num_layers(), capacity)
     }
 
-    /// The embedding matrix `[vocab, hidden]` (the lm_head's weight when tied).
-    pub fn embedding_weight(&self) -> Tensor<2> {
+    /// The latent embedding matrix `[vocab, hidden]` (the lm_head's weight when tied), or
+    /// `None` when the table is held packed.
+    pub fn embedding_weight(&self) -> Option<Tensor<2>> {
+        if self.embed_packed.is_some() {
+            return None;
+        }
         match &self.model.embed_tokens {
-            Some(e) => e.weight.val(),
-            None => self.lm_head.weight.val(),
+            Some(e) => Some(e.weight.val()),
+            None => self.lm_head.weight.as_ref().map(|w| w.val()),
         }
     }
 
+    /// The packed embedding table, if the table is held packed.
+    pub fn embedding_packed(&self) -> Option<&PackedWeight> {
+        self.embed_packed.as_ref()
+    }
+
     /// The table the token lookup reads: the embedding matrix, fake-quantized along the hidden
-    /// axis when a quantization mode includes `embed_tokens`.
-    pub fn embedding_table(&self) -> Tensor<2> {
-        self.embed_quant.effective(self.embedding_weight())
+    /// axis when a quantization mode includes `embed_tokens` (`None` when it is held packed).
+    pub fn embedding_table(&self) -> Option<Tensor<2>> {
+        self.embedding_weight()
+            .map(|w| self.embed_quant.effective(w))
+    }
+
+    /// Holds the embedding table as `packed` (the codes of the embedding quantizer, or BF16
+    /// codes without one) and drops the latent table. With tied embeddings `packed` must be the
+    /// lm_head's own packed weight.
+    pub(crate) fn with_packed_embedding(
+        mut self,
+        packed: PackedWeight,
+        quant: Option<LinearQuant>,
+    ) -> Result<Self, FormatError> {
+        super::linear::check_packed_spec(&packed, quant.as_ref().map(|q| &q.weights))?;
+        if self.config.tie_word_embeddings
+            && self.lm_head.packed.as_ref().map(PackedWeight::id) != Some(packed.id())
+        {
+            return Err(FormatError::PackedWeight {
+                what: "a packed embedding of a tied model".into(),
+                reason: "the table is the lm_head's weight; pack the lm_head with the same codes"
+                    .into(),
+            });
+        }
+        self.model.embed_tokens = None;
+        self.embed_quant = WeightQuantState::new(quant);
+        self.embed_packed = Some(packed);
+        Ok(self)
+    }
+
+    /// The embedding output of `ids`: rows of the (quantized) table.
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let Some(packed) = &self.embed_packed else {
+            let table = self
+                .embedding_table()
+                .expect("a latent embedding table when none is packed");
+            return embedding(table, ids);
+        };
+        let [b, s] = ids.dims();
+        let device = ids.device();
+        let [vocab, hidden] = packed.dims();
+        let ids = ids
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("integer token ids");
+        let mut out = vec![0.0f32; b * s * hidden];
+        for (row, &id) in out.chunks_exact_mut(hidden).zip(&ids) {
+            let id = usize::try_from(id)
+                .ok()
+                .filter(|&i| i < vocab)
+                .unwrap_or_else(|| panic!("token id {id} outside the vocabulary of {vocab}"));
+            packed.decode_segment(id, 0, hidden, row);
+        }
+        Tensor::from_data(TensorData::new(out, [b, s, hidden]), &device)
     }
 
     /// The embedding's quantizer, if a quantization mode includes it.
@@ -210,16 +279,25 @@ impl Qwen2ForCausalLM {
         self.embed_quant.quant()
     }
 
-    /// Sets the embedding's quantizer (and fills its cache).
-    pub(crate) fn with_embedding_quant(mut self, quant: Option<LinearQuant>) -> Self {
+    /// Sets the embedding's quantizer (and fills its cache). A packed table refuses a quantizer
+    /// its codes were not made with.
+    pub(crate) fn with_embedding_quant(
+        mut self,
+        quant: Option<LinearQuant>,
+    ) -> Result<Self, FormatError> {
+        if let Some(packed) = &self.embed_packed {
+            super::linear::check_packed_spec(packed, quant.as_ref().map(|q| &q.weights))?;
+        }
         self.embed_quant = WeightQuantState::new(quant);
-        self.refresh_embedding_quant()
+        Ok(self.refresh_embedding_quant())
     }
 
-    /// Recomputes the embedding's cached `Q(E)` from the current matrix.
+    /// Recomputes the embedding's cached `Q(E)` from the current matrix (nothing for a packed
+    /// table).
     pub(crate) fn refresh_embedding_quant(mut self) -> Self {
-        let table = self.embedding_weight();
-        self.embed_quant.refresh(&table);
+        if let Some(table) = self.embedding_weight() {
+            self.embed_quant.refresh(&table);
+        }
         self
     }
 
@@ -249,7 +327,7 @@ impl Qwen2ForCausalLM {
         let rope = self.rotary.tables(&positions, b, s, &device);
         let mask = Tensor::<4, Bool>::from_data(TensorData::new(mask, [b, 1, s, keys]), &device);
 
-        let mut x = embedding(self.embedding_table(), input_ids);
+        let mut x = self.embed(input_ids);
         let mut layer_outputs = Vec::new();
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));

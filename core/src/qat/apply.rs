@@ -35,11 +35,24 @@ impl Qwen2ForCausalLM {
             activations: None,
             gradient: config.gradient,
         });
-        let model = self.map_linears(|site, mut linear| {
-            linear.hooks.quant = super::WeightQuantState::new(config.for_site(site));
-            linear.refresh_quantized_weight()
-        });
-        Ok(model.with_embedding_quant(embed))
+        let model = self.try_map_linears(|site, mut linear| {
+            let quant = config.for_site(site);
+            if let Some(packed) = &linear.packed {
+                crate::model::linear::check_packed_spec(packed, quant.as_ref().map(|q| &q.weights))
+                    .map_err(|source| QatError::Packed {
+                        site: site.module_path(),
+                        source,
+                    })?;
+            }
+            linear.hooks.quant = super::WeightQuantState::new(quant);
+            Ok::<_, QatError>(linear.refresh_quantized_weight())
+        })?;
+        model
+            .with_embedding_quant(embed)
+            .map_err(|source| QatError::Packed {
+                site: super::config::EMBEDDING_PATH.into(),
+                source,
+            })
     }
 
     /// Recomputes every cached `Q(W)` from the current weights (see

@@ -26,6 +26,14 @@ pub enum QatError {
         /// The format's refusal.
         source: FormatError,
     },
+    /// A projection (or the embedding) holds packed codes the mode cannot use.
+    #[error("{site}: {source}")]
+    Packed {
+        /// The module path.
+        site: String,
+        /// Why the codes do not serve the mode.
+        source: FormatError,
+    },
     /// A name pattern that does not parse.
     #[error(transparent)]
     Pattern(#[from] NamePatternError),

@@ -110,11 +110,25 @@ pub fn scan(
     let mut per_layer: Vec<Vec<LayerMetrics>> = vec![Vec::new(); n];
     if capture == SrddCapture::Weights {
         let mut weights: Vec<(usize, HostValues)> = Vec::new();
+        let mut packed = None;
         model.visit_linears(|site, linear| {
             if let Some(l) = site.layer {
-                weights.push((l, host(linear.weight.val())));
+                match &linear.weight {
+                    Some(w) => weights.push((l, host(w.val()))),
+                    None => {
+                        packed.get_or_insert_with(|| site.module_path());
+                    }
+                }
             }
         });
+        if let Some(site) = packed {
+            return Err(SrddError::BadPrompt {
+                index: 0,
+                reason: format!(
+                    "the weight scan needs the high-precision weights, and {site} is held packed"
+                ),
+            });
+        }
         for (l, (shape, values)) in weights {
             per_layer[l].push(metrics_of(&values, &shape, spec)?);
         }
