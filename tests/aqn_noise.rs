@@ -324,7 +324,7 @@ fn training_phase_noise_reaches_the_optimizer_under_the_clean_ids() {
     };
     let grads = GradientsParams::from_grads(loss(&noisy).backward(), &noisy);
     let clean_grads = GradientsParams::from_grads(loss(&train).backward(), &train);
-    let id = model.model.layers[0].mlp.up_proj.weight.id;
+    let id = model.model.layers[0].mlp.up_proj.latent().id;
     let g = grads
         .get::<2>(id)
         .expect("the noisy weight's gradient under the clean id");

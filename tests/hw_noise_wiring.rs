@@ -192,7 +192,7 @@ fn backward_noise_changes_the_gradients_not_the_forward() {
             .mean()
             .neg();
         let grads = loss.backward();
-        let w = &m.model.layers[0].self_attn.q_proj.weight;
+        let w = m.model.layers[0].self_attn.q_proj.latent();
         (out, values(w.val().grad(&grads).unwrap()))
     };
     let (clean_out, clean_grad) = loss_and_grad(&plain.for_phase(Phase::Training, 2));

@@ -163,7 +163,7 @@ fn single_layer_gradients_are_the_ste_formulas() {
             let y = lin.forward(x.clone());
             let grads = (y.clone() * c).sum().backward();
 
-            let w0 = values(lin.weight.val().detach());
+            let w0 = values(lin.latent().val().detach());
             let qw = Mat::new(O, I, &q(&spec, &w0, O, I));
             let xin = if mode == QuantMode::W4A4 {
                 Mat::new(R, I, &q(&spec, &x0, R, I))
@@ -189,7 +189,7 @@ fn single_layer_gradients_are_the_ste_formulas() {
             );
             // dL/dW = C^T Q(x) (x in W4A16), straight to the latent W.
             assert_close(
-                &param_grad(&lin.weight, &grads).unwrap(),
+                &param_grad(lin.latent(), &grads).unwrap(),
                 &cm.t().matmul(&xin),
                 &format!("{what} dL/dW"),
             );
@@ -215,8 +215,8 @@ fn two_layer_stack_passes_the_ste_gradient_to_the_earlier_layer() {
             let h = l1.forward(x.clone());
             let grads = (l2.forward(h.clone()) * c.clone()).sum().backward();
 
-            let qw1 = Mat::new(H, I, &q(&spec, &values(l1.weight.val().detach()), H, I));
-            let qw2 = Mat::new(O, H, &q(&spec, &values(l2.weight.val().detach()), O, H));
+            let qw1 = Mat::new(H, I, &q(&spec, &values(l1.latent().val().detach()), H, I));
+            let qw2 = Mat::new(O, H, &q(&spec, &values(l2.latent().val().detach()), O, H));
             let h0 = values(h.detach());
             let hin = if mode == QuantMode::W4A4 {
                 Mat::new(R, H, &q(&spec, &h0, R, H))
@@ -233,7 +233,7 @@ fn two_layer_stack_passes_the_ste_gradient_to_the_earlier_layer() {
                 &format!("{what} dL/dx"),
             );
             assert_close(
-                &param_grad(&l2.weight, &grads).unwrap(),
+                &param_grad(l2.latent(), &grads).unwrap(),
                 &cm.t().matmul(&hin),
                 &format!("{what} dL/dW2"),
             );
@@ -243,7 +243,7 @@ fn two_layer_stack_passes_the_ste_gradient_to_the_earlier_layer() {
                 Mat::new(R, I, &x0)
             };
             assert_close(
-                &param_grad(&l1.weight, &grads).unwrap(),
+                &param_grad(l1.latent(), &grads).unwrap(),
                 &dh.t().matmul(&xin),
                 &format!("{what} dL/dW1"),
             );
@@ -280,13 +280,13 @@ fn without_the_ste_no_gradient_reaches_the_earlier_layer() {
     let grads = (l2.forward(l1.forward(x.clone())) * c).sum().backward();
     assert!(is_zero(&grad(&x, &grads)), "dL/dx reached the input");
     assert!(
-        is_zero(&param_grad(&l1.weight, &grads)),
+        is_zero(&param_grad(l1.latent(), &grads)),
         "dL/dW1 is not zero"
     );
     let b1 = l1.bias.as_ref().unwrap().val().grad(&grads).map(values);
     assert!(is_zero(&b1), "the earlier layer's bias got a gradient");
     assert!(
-        is_zero(&param_grad(&l2.weight, &grads)),
+        is_zero(&param_grad(l2.latent(), &grads)),
         "dL/dW2 is not zero"
     );
     // Only the last bias, after every quantizer, still learns.
@@ -317,10 +317,10 @@ fn without_the_ste_no_gradient_reaches_the_earlier_layer() {
     let c0 = normals(R * O, 9, 1.0);
     let c = Tensor::<2>::from_data(TensorData::new(c0.clone(), [R, O]), &device);
     let grads = (l2.forward(l1.forward(x.clone())) * c).sum().backward();
-    assert!(is_zero(&param_grad(&l1.weight, &grads)));
-    assert!(is_zero(&param_grad(&l2.weight, &grads)));
-    let qw1 = Mat::new(H, I, &q(&spec, &values(l1.weight.val().detach()), H, I));
-    let qw2 = Mat::new(O, H, &q(&spec, &values(l2.weight.val().detach()), O, H));
+    assert!(is_zero(&param_grad(l1.latent(), &grads)));
+    assert!(is_zero(&param_grad(l2.latent(), &grads)));
+    let qw1 = Mat::new(H, I, &q(&spec, &values(l1.latent().val().detach()), H, I));
+    let qw2 = Mat::new(O, H, &q(&spec, &values(l2.latent().val().detach()), O, H));
     let want = Mat::new(R, O, &c0).matmul(&qw2).matmul(&qw1);
     assert_close(&grad(&x, &grads).unwrap(), &want, "W4A16 no-STE dL/dx");
 }
@@ -332,7 +332,7 @@ fn a_frozen_weight_uses_the_cached_quantized_weight() {
     let spec: QuantSpec = "mxfp4".parse().unwrap();
     let trainable = linear(I, O, 31, QuantMode::W4A4, spec, QuantGradient::Ste, &device);
     let mut frozen = trainable.clone();
-    frozen.weight = frozen.weight.set_require_grad(false);
+    frozen.weight = frozen.weight.map(|w| w.set_require_grad(false));
     let frozen = frozen.refresh_quantized_weight();
     assert!(frozen.hooks.quant.is_cached() && !trainable.hooks.quant.is_cached());
     let x = Tensor::<2>::from_data(TensorData::new(normals(R * I, 2, 1.0), [R, I]), &device);
@@ -344,7 +344,7 @@ fn a_frozen_weight_uses_the_cached_quantized_weight() {
     let mut unfrozen = frozen.clone();
     unfrozen.weight = unfrozen
         .weight
-        .map(|w| w.mul_scalar(2.0).set_require_grad(true));
+        .map(|p| p.map(|w| w.mul_scalar(2.0).set_require_grad(true)));
     let direct = {
         let mut l = unfrozen.clone();
         l.hooks.quant = WeightQuantState::new(l.quantization().copied());

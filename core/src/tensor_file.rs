@@ -310,9 +310,94 @@ pub fn serialize(
     safetensors::serialize(views, metadata).map_err(|e| TensorFileError::Write(e.to_string()))
 }
 
+/// Writes a safetensors file tensor by tensor: the header (from the names, shapes and dtypes)
+/// first, then each tensor's values from `fill(index, &mut values)` encoded in `dtype`, so only
+/// one tensor is in memory at a time (a checkpoint of billions of values needs no buffer of its
+/// size).
+pub fn write_streaming(
+    path: &std::path::Path,
+    tensors: &[(String, Vec<usize>, FloatDtype)],
+    mut fill: impl FnMut(usize, &mut Vec<f32>),
+) -> Result<(), TensorFileError> {
+    use std::io::Write;
+    let io = |source| TensorFileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let width = |d: FloatDtype| match d {
+        FloatDtype::F32 => 4,
+        FloatDtype::F16 | FloatDtype::Bf16 => 2,
+    };
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, dtype) in tensors {
+        let bytes = shape.iter().product::<usize>() * width(*dtype);
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": format!("{:?}", dtype.to_safetensors()),
+                "shape": shape,
+                "data_offsets": [offset, offset + bytes],
+            }),
+        );
+        offset += bytes;
+    }
+    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+    // The data section starts 8-byte aligned (safetensors pads the header with spaces).
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    out.write_all(&(text.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&text).map_err(io)?;
+    let mut values = Vec::new();
+    for (i, (name, shape, dtype)) in tensors.iter().enumerate() {
+        values.clear();
+        fill(i, &mut values);
+        let n: usize = shape.iter().product();
+        if values.len() != n {
+            return Err(TensorFileError::Write(format!(
+                "tensor `{name}` of shape {shape:?} was given {} values",
+                values.len()
+            )));
+        }
+        out.write_all(&dtype.encode(&values)).map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_writer_is_a_valid_file() {
+        let dir = std::env::temp_dir().join(format!("aqn-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.safetensors");
+        let tensors = vec![
+            ("a".to_string(), vec![2, 3], FloatDtype::F16),
+            ("b".to_string(), vec![5], FloatDtype::F32),
+            ("c".to_string(), vec![1], FloatDtype::Bf16),
+        ];
+        write_streaming(&path, &tensors, |i, v| {
+            v.extend((0..[6, 5, 1][i]).map(|k| (i * 10 + k) as f32 * 0.5))
+        })
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let file = TensorFile::parse(&bytes, "x").unwrap();
+        assert_eq!(file.names(), &["a", "b", "c"]);
+        assert_eq!(
+            file.read("a").unwrap().data,
+            vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+        );
+        assert_eq!(file.read("b").unwrap().data[4], 7.0);
+        assert_eq!(file.read("c").unwrap().shape, vec![1]);
+        let err = write_streaming(&path, &tensors, |_, v| v.push(1.0)).unwrap_err();
+        assert!(err.to_string().contains("`a`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn sample() -> Vec<u8> {
         serialize(

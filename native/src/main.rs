@@ -53,6 +53,9 @@ enum Command {
     /// tokens/s and one GRPO step of a random-weight model (scripts/gpu_bench.sh compares them
     /// with HF transformers).
     Bench(cmd::bench::BenchArgs),
+    /// Write a random-weight HF checkpoint of a Qwen2 config.json (HF initialization, streamed to
+    /// disk), with a tokenizer, for scale checks and benchmarks without a model hub.
+    RandomModel(cmd::random_model::RandomModelArgs),
     /// SRDD (SPEC.md section 5): per-layer quantization error of a checkpoint's layer outputs
     /// (or projection inputs or weights) in a format; table, JSON report, SVG chart, RIN
     /// multipliers.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Srdd(args) => cmd::srdd::run(args),
+        Command::RandomModel(args) => cmd::random_model::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

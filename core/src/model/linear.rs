@@ -167,21 +167,29 @@ impl QLinear {
     /// Replaces the latent weight by its packed form: the codes of the weight quantizer, or
     /// BF16 codes without one. Refuses a weight that requires gradients (it is not frozen).
     /// A packed layer is returned unchanged.
-    pub fn into_packed(mut self) -> Result<Self, FormatError> {
-        let Some(weight) = self.weight.take() else {
+    pub fn into_packed(self) -> Result<Self, FormatError> {
+        let spec = Some(
+            self.hooks
+                .quant
+                .quant()
+                .map_or(QuantSpec::new(QuantFormat::Bf16), |q| q.weights),
+        );
+        self.into_packed_as(spec)
+    }
+
+    /// [`Self::into_packed`] with the storage given: `spec`'s codes, or f32 values (`None`,
+    /// unquantized layers only).
+    pub fn into_packed_as(mut self, spec: Option<QuantSpec>) -> Result<Self, FormatError> {
+        if self.weight.is_none() {
             return Ok(self);
-        };
+        }
+        let weight = self.weight.take().expect("checked");
         if weight.is_require_grad() {
             return Err(FormatError::PackedWeight {
                 what: "packing a trainable weight".into(),
                 reason: "only frozen weights (no gradient) are held packed".into(),
             });
         }
-        let spec = self
-            .hooks
-            .quant
-            .quant()
-            .map_or(QuantSpec::new(QuantFormat::Bf16), |q| q.weights);
         let [o, i] = weight.dims();
         let values = weight
             .val()
@@ -189,7 +197,12 @@ impl QLinear {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| FormatError::BadPacked(format!("{e:?}")))?;
-        self.packed = Some(PackedWeight::quantize(&values, o, i, &spec)?);
+        let packed = match spec {
+            Some(spec) => PackedWeight::quantize(&values, o, i, &spec)?,
+            None => PackedWeight::f32(values, o, i)?,
+        };
+        check_packed_spec(&packed, self.hooks.quant.quant().map(|q| &q.weights))?;
+        self.packed = Some(packed);
         self.hooks.quant = WeightQuantState::new(self.hooks.quant.quant().copied());
         Ok(self)
     }

@@ -25,9 +25,10 @@ use super::config::{ConfigError, Qwen2Config};
 use super::linear::QLinear;
 use super::linear_site::LinearSite;
 use super::named_params::NamedParamMapper;
+use super::pack::storage_spec;
 use super::qwen2::Qwen2ForCausalLM;
 use crate::formats::bf16::round_to_bf16;
-use crate::formats::{FormatError, QuantFormat, QuantSpec};
+use crate::formats::{FormatError, QuantSpec};
 use crate::named::named_enum;
 use crate::qat::{LinearQuant, QatError, QuantConfig};
 use crate::quant::PackedWeight;
@@ -545,15 +546,6 @@ struct Loader<'a, 'b> {
     error: Option<LoadError>,
     device: Device,
     dtype: WeightDtype,
-}
-
-/// How a frozen matrix of a packed plan is held: `None` quantizer means unquantized.
-fn storage_spec(quant: Option<&LinearQuant>, dtype: WeightDtype) -> Option<QuantSpec> {
-    match (quant, dtype) {
-        (Some(q), _) => Some(q.weights),
-        (None, WeightDtype::Bf16) => Some(QuantSpec::new(QuantFormat::Bf16)),
-        (None, WeightDtype::F32) => None,
-    }
 }
 
 impl Loader<'_, '_> {

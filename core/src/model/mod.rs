@@ -18,6 +18,7 @@ pub mod linear_site;
 pub mod loader;
 pub mod mlp;
 pub mod named_params;
+pub mod pack;
 pub mod phase_model;
 pub mod qwen2;
 pub mod rms_norm;

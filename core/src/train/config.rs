@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Table;
 
-use crate::aqn::AqnConfig;
+use crate::aqn::{AqnConfig, AqnTargets};
 use crate::config::{OverrideError, apply_override, merge};
 use crate::hw_noise::HwNoiseConfig;
 use crate::lora::LoraConfig;
+use crate::model::linear_site::{LinearKind, LinearSite};
+use crate::model::loader::WeightDtype;
 use crate::named::named_enum;
 use crate::qat::QuantConfig;
 use crate::rl::adamw::AdamWSettings;
@@ -191,8 +193,48 @@ impl Default for FinetuneConfig {
     }
 }
 
+/// Whether AQN on `targets` perturbs projection weights (which a packed base does not hold as
+/// latent tensors). A pattern counts when it matches a projection weight's name in any of the
+/// first 256 decoder layers.
+fn aqn_needs_latent(targets: &AqnTargets) -> bool {
+    match targets {
+        AqnTargets::Rmsnorm { .. } => false,
+        AqnTargets::Linear { .. } => true,
+        AqnTargets::Pattern { pattern } => {
+            pattern.matches("lm_head.weight")
+                || pattern.matches("model.embed_tokens.weight")
+                || (0..256).any(|l| {
+                    LinearKind::DECODER.iter().any(|k| {
+                        pattern.matches(&format!(
+                            "{}.weight",
+                            LinearSite::decoder(l, *k).module_path()
+                        ))
+                    })
+                })
+        }
+    }
+}
+
 /// The built-in tiny model.
 pub const BUILTIN_TINY: &str = "builtin:tiny";
+
+named_enum! {
+    /// How the frozen base of a LoRA run is held (`model.base_storage`).
+    #[derive(Default)]
+    BaseStorage, "base storage", ConfigError {
+        /// `packed` where it applies (LoRA, and nothing that needs the latent base weights:
+        /// AQN on linear weights, `eval.bf16`), else `latent`. The run's plan says which.
+        #[default]
+        Auto => "auto",
+        /// Every base projection and the embedding table as codes + scales (MXFP4 0.53 bytes
+        /// per weight, NVFP4 0.56, FP8 1, BF16 2; f32 values for what stays unquantized), read
+        /// straight from the checkpoint: no f32 copy of a quantized weight exists. Bit for bit
+        /// the same results as `latent`.
+        Packed => "packed",
+        /// f32 latent weights, with an f32 copy of Q(W) cached for frozen quantized weights.
+        Latent => "latent",
+    }
+}
 
 /// The base model (TOML `[model]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,12 +242,20 @@ pub const BUILTIN_TINY: &str = "builtin:tiny";
 pub struct ModelConfig {
     /// An HF checkpoint folder, or `builtin:tiny` (the committed `assets/tiny`).
     pub path: String,
+    /// The precision of the weights: `f32` (default) or `bf16` (every value rounded to bf16 as
+    /// it is read; frozen unquantized matrices then take 2 bytes per value; trainable tensors
+    /// keep an f32 master copy).
+    pub dtype: WeightDtype,
+    /// How a frozen base is held: `auto` (default), `packed` or `latent`.
+    pub base_storage: BaseStorage,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             path: BUILTIN_TINY.into(),
+            dtype: WeightDtype::F32,
+            base_storage: BaseStorage::Auto,
         }
     }
 }
@@ -255,6 +305,11 @@ pub struct RolloutConfig {
     pub max_response_len: usize,
     /// Longest prompt in tokens (longer prompts are an error naming the problem).
     pub max_prompt_len: usize,
+    /// Responses generated per call of the model (0: the whole generation batch at once). A
+    /// smaller value bounds the KV cache (2 x layers x kv_heads x head_dim x 4 bytes per token
+    /// and response); each micro-batch samples from its own random stream, so the responses
+    /// depend on it.
+    pub micro_batch_size: usize,
 }
 
 impl Default for RolloutConfig {
@@ -266,6 +321,7 @@ impl Default for RolloutConfig {
             top_k: 0,
             max_response_len: 64,
             max_prompt_len: 256,
+            micro_batch_size: 0,
         }
     }
 }
@@ -284,6 +340,11 @@ pub struct BatchConfig {
     pub ppo_mini_batch_size: usize,
     /// Passes over each step's data.
     pub ppo_epochs: usize,
+    /// Responses per forward/backward pass (verl's name; 0: the whole mini-batch in one pass).
+    /// The gradients of the micro-batches of a mini-batch are summed, each loss normalized by
+    /// the whole mini-batch's token or sequence count, so the update equals the one-pass update
+    /// (to float rounding); also the chunk size of the old and reference log-prob passes.
+    pub ppo_micro_batch_size: usize,
     /// Multiplies `gen_batch_size` (at least 1 prompt); the train and mini-batch sizes are then
     /// capped by the scaled generation batch. The QeRL-style presets use 1/8: the seed's 256
     /// prompts per generation batch become 32, and its train batch of 128 becomes 32.
@@ -297,6 +358,7 @@ impl Default for BatchConfig {
             gen_batch_size: 16,
             ppo_mini_batch_size: 16,
             ppo_epochs: 1,
+            ppo_micro_batch_size: 0,
             train_batch_scale: 1.0,
         }
     }
@@ -323,6 +385,16 @@ impl BatchConfig {
             self.ppo_mini_batch_size.min(self.train())
         } else {
             self.ppo_mini_batch_size
+        }
+    }
+
+    /// Responses per forward/backward pass, given the group size `n`: `ppo_micro_batch_size`, or
+    /// the whole mini-batch (`mini() * n`) when it is 0 or larger.
+    pub fn micro(&self, n: usize) -> usize {
+        let mini = self.mini() * n;
+        match self.ppo_micro_batch_size {
+            0 => mini,
+            m => m.min(mini),
         }
     }
 }
@@ -668,6 +740,7 @@ impl TrainConfig {
                 ),
             ));
         }
+        self.base_storage_packed()?;
         if !(self.rollout.temperature.is_finite() && self.rollout.temperature > 0.0) {
             return Err(invalid(
                 "rollout.temperature",
@@ -731,6 +804,38 @@ impl TrainConfig {
         }
         self.data.synthetic.validate().map_err(|e| map(&e))?;
         Ok(())
+    }
+
+    /// Whether the run holds its frozen base packed (`model.base_storage`, `auto` resolved); a
+    /// `packed` that cannot apply is refused with the setting that prevents it.
+    pub fn base_storage_packed(&self) -> Result<bool, ConfigError> {
+        let blocker = if self.finetune.mode == FinetuneMode::Full {
+            Some("finetune.mode = \"full\" trains the base weights")
+        } else if self.eval.bf16 && self.quant.mode != crate::qat::QuantMode::Bf16 {
+            Some("eval.bf16 = true evaluates the latent weights unquantized")
+        } else if self
+            .aqn
+            .as_ref()
+            .is_some_and(|a| aqn_needs_latent(&a.targets))
+        {
+            Some(
+                "[aqn] targets linear weights, whose noisy copies are re-quantized from the latent weights",
+            )
+        } else {
+            None
+        };
+        match (self.model.base_storage, blocker) {
+            (BaseStorage::Latent, _) => Ok(false),
+            (BaseStorage::Auto, b) => Ok(b.is_none()),
+            (BaseStorage::Packed, None) => Ok(true),
+            (BaseStorage::Packed, Some(why)) => Err(ConfigError::Invalid {
+                name: "model.base_storage".into(),
+                value: "packed".into(),
+                requirement: format!(
+                    "a packed base has no latent weights, and {why}; use \"latent\" or \"auto\""
+                ),
+            }),
+        }
     }
 
     /// The resolved configuration as TOML (written into the run folder).

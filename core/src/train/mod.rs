@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod config;
 pub mod data;
 pub mod evaluate;
+pub mod micro_batch;
 pub mod pretrain;
 pub mod run_dir;
 pub mod sequence;

@@ -22,24 +22,25 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::{BUILTIN_TINY, FinetuneMode, TrainConfig};
 use super::data::{DataStream, ProblemSet};
 use super::evaluate::{EvalError, EvalResult, evaluate, prompt_ids};
+use super::micro_batch::{PolicyLossSettings, PolicyMicroBatch, policy_gradients};
 use super::run_dir::{CONFIG_FILE, RunDir, RunDirError, SUMMARY_FILE, StepMetrics};
 use super::sequence::{SequenceBatch, response_logprobs};
 use super::summary::RunSummary;
 use crate::aqn::{Aqn, AqnError};
+use crate::model::loader::{LoadPlan, load_qwen2_with};
 use crate::model::{
     GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, SamplingConfig, generate, load_qwen2,
 };
 use crate::phase::Phase;
 use crate::qat::QuantConfig;
-use crate::rl::actor_loss::{ActorLossInputs, compute_actor_loss};
-use crate::rl::agg_loss::{AggMode, AggNorm};
+use crate::rl::agg_loss::AggMode;
 use crate::rl::dynamic_sampling::{FilterMetric, SamplerStatus};
 use crate::rl::grad_clip::{ClippedGrads, clip_grad_norm};
 use crate::rl::kl::{KlPlacement, compute_kl_in_reward};
@@ -106,6 +107,13 @@ pub struct RunPlan {
     pub trainable_params: usize,
     /// A one-line description of quantization, fine-tuning and noise.
     pub description: String,
+    /// How the base weights are held: `packed` (codes + scales) or `latent` (f32 tensors).
+    pub base_storage: String,
+    /// Bytes of the model's projection weights and embedding table as held (codes, f32 values
+    /// and cached `Q(W)`s), the policy's; a reference policy shares or packs them.
+    pub weight_bytes: usize,
+    /// Seconds spent loading and preparing the model (before the first evaluation).
+    pub load_s: f64,
 }
 
 /// Progress reported while the run goes.
@@ -306,6 +314,23 @@ fn trainable_params(model: &Qwen2ForCausalLM) -> usize {
     c.0
 }
 
+/// Bytes of the projection weights and the embedding table as held.
+fn weight_bytes(model: &Qwen2ForCausalLM) -> usize {
+    let mut bytes = 0;
+    model.visit_linears(|site, l| {
+        // A tied latent head is the embedding matrix, counted once below.
+        if !(site.layer.is_none() && model.config().tie_word_embeddings && !l.is_packed()) {
+            bytes += l.weight_bytes();
+        }
+    });
+    bytes
+        + match (model.embedding_packed(), model.embedding_weight()) {
+            (Some(p), _) if !model.config().tie_word_embeddings => p.storage_bytes(),
+            (None, Some(w)) => 4 * w.shape().num_elements(),
+            _ => 0,
+        }
+}
+
 /// The trainer's state between steps.
 struct Run<'a> {
     config: &'a TrainConfig,
@@ -325,6 +350,8 @@ struct Run<'a> {
     eval_generation: GenerationConfig,
     total_steps: u64,
     eval_history: Vec<(u64, f64)>,
+    packed_base: bool,
+    load_s: f64,
 }
 
 /// Runs (or resumes) a training run; returns its summary.
@@ -377,6 +404,9 @@ pub fn train(
         start_step,
         trainable_params: trainable_params(&run.policy),
         description: describe(config),
+        base_storage: if run.packed_base { "packed" } else { "latent" }.into(),
+        weight_bytes: weight_bytes(&run.policy),
+        load_s: run.load_s,
     };
     on_event(Event::Plan(&plan));
     if start_step == 0 {
@@ -512,15 +542,33 @@ impl<'a> Run<'a> {
             (Some((_, path)), FinetuneMode::Full) => path.join(WEIGHTS_DIR),
             _ => model_dir.clone(),
         };
-        let base = load_qwen2(&weights_dir, &device)
-            .map_err(ctx(format!("loading {}", weights_dir.display())))?;
-        let quantized = base
-            .clone()
-            .with_quantization(&config.quant)
-            .map_err(ctx("applying [quant]"))?;
+        let t_load = Instant::now();
+        let packed = config
+            .base_storage_packed()
+            .map_err(|e| TrainError::Setup(e.to_string()))?;
+        let dtype = config.model.dtype;
+        let latent_plan = LoadPlan {
+            packed: None,
+            dtype,
+        };
+        let quantized = if packed {
+            // The frozen base straight from the file into codes: no f32 copy of it exists.
+            load_qwen2_with(
+                &weights_dir,
+                &device,
+                &LoadPlan::packed(config.quant.clone(), dtype),
+            )
+            .map_err(ctx(format!("loading {}", weights_dir.display())))?
+        } else {
+            load_qwen2_with(&weights_dir, &device, &latent_plan)
+                .map_err(ctx(format!("loading {}", weights_dir.display())))?
+                .with_quantization(&config.quant)
+                .map_err(ctx("applying [quant]"))?
+        };
         let needs_reference = config.algorithm.kl.placement != KlPlacement::None;
         let (policy, reference) = match config.finetune.mode {
             FinetuneMode::Lora => {
+                // The reference is the frozen base itself (its tensors or codes are shared).
                 let reference = needs_reference.then(|| quantized.clone().no_grad().valid());
                 let policy = match checkpoint {
                     Some((_, path)) => quantized
@@ -540,20 +588,29 @@ impl<'a> Run<'a> {
                 let policy = quantized
                     .for_full_finetuning()
                     .map_err(ctx("preparing full fine-tuning"))?;
-                // The reference is the initial model, also when resuming.
+                // The reference is the initial model, also when resuming; it is frozen, so it is
+                // held packed (the same bits, the codes' memory).
                 let reference = match (needs_reference, checkpoint) {
                     (false, _) => None,
-                    (true, None) => Some(policy.clone().no_grad().valid()),
-                    (true, Some(_)) => Some(
-                        load_qwen2(&model_dir, &device)
-                            .map_err(ctx(format!(
-                                "loading the reference {}",
-                                model_dir.display()
-                            )))?
-                            .with_quantization(&config.quant)
-                            .map_err(ctx("applying [quant] to the reference"))?
+                    (true, None) => Some(
+                        policy
+                            .clone()
                             .no_grad()
-                            .valid(),
+                            .valid()
+                            .into_packed(dtype)
+                            .map_err(ctx("packing the reference policy"))?,
+                    ),
+                    (true, Some(_)) => Some(
+                        load_qwen2_with(
+                            &model_dir,
+                            &device,
+                            &LoadPlan::packed(config.quant.clone(), dtype),
+                        )
+                        .map_err(ctx(format!(
+                            "loading the reference {}",
+                            model_dir.display()
+                        )))?
+                        .valid(),
                     ),
                 };
                 (policy, reference)
@@ -594,9 +651,14 @@ impl<'a> Run<'a> {
                     };
                     let prompts: Vec<Vec<u32>> =
                         train_prompts.iter().take(SRDD_PROMPTS).cloned().collect();
+                    // The scan reads the high-precision base: loaded for it, then dropped.
+                    let base = load_qwen2_with(&model_dir, &device, &latent_plan).map_err(ctx(
+                        format!("loading {} for the SRDD scan", model_dir.display()),
+                    ))?;
                     let metrics =
                         scan(&base.valid(), &prompts, SrddCapture::Outputs, &spec, |_| {})
                             .map_err(ctx("SRDD scan for RIN"))?;
+                    drop(base);
                     let report = build_report(
                         &model_dir.display().to_string(),
                         &spec,
@@ -647,6 +709,8 @@ impl<'a> Run<'a> {
             eval_generation,
             total_steps,
             eval_history: Vec::new(),
+            packed_base: packed,
+            load_s: t_load.elapsed().as_secs_f64(),
         })
     }
 
@@ -714,21 +778,45 @@ impl<'a> Run<'a> {
             .iter()
             .flat_map(|&p| std::iter::repeat_n(self.train_prompts[p].clone(), n))
             .collect();
-        let mut sampler = SamplingConfig {
+        let sampling = SamplingConfig {
             temperature: cfg.rollout.temperature,
             top_k: (cfg.rollout.top_k > 0).then_some(cfg.rollout.top_k),
             top_p: (cfg.rollout.top_p < 1.0).then_some(cfg.rollout.top_p),
             seed: counter_hash(cfg.trainer.seed ^ ROLLOUT_SALT, step * 1024 + batch),
+        };
+        // Micro-batches bound the KV cache; each draws from its own stream (the whole batch at
+        // once keeps the stream of the batch).
+        let micro = match cfg.rollout.micro_batch_size {
+            0 => ids.len(),
+            m => m.min(ids.len()),
+        };
+        let mut rows: Vec<(Vec<u32>, bool)> = Vec::with_capacity(ids.len());
+        for (c, chunk) in ids.chunks(micro).enumerate() {
+            let mut sampler = SamplingConfig {
+                seed: if micro == ids.len() {
+                    sampling.seed
+                } else {
+                    counter_hash(sampling.seed, c as u64)
+                },
+                ..sampling.clone()
+            }
+            .build()
+            .map_err(ctx("[rollout] sampling"))?;
+            let rollout = generate(model, chunk, &self.generation, &mut sampler)
+                .map_err(ctx(format!("generating step {step}")))?;
+            for ((len, finished), response) in rollout
+                .lengths()
+                .into_iter()
+                .zip(rollout.finished)
+                .zip(rollout.responses)
+            {
+                rows.push((response[..len].to_vec(), finished));
+            }
         }
-        .build()
-        .map_err(ctx("[rollout] sampling"))?;
-        let rollout = generate(model, &ids, &self.generation, &mut sampler)
-            .map_err(ctx(format!("generating step {step}")))?;
-        let lengths = rollout.lengths();
         let mut samples = Vec::with_capacity(ids.len());
-        for (row, (&len, finished)) in lengths.iter().zip(&rollout.finished).enumerate() {
+        for (row, (response, finished)) in rows.into_iter().enumerate() {
+            let len = response.len();
             let prompt = prompts[row / n];
-            let response = rollout.responses[row][..len].to_vec();
             let text = self
                 .tokenizer
                 .decode(&response, true)
@@ -751,13 +839,36 @@ impl<'a> Run<'a> {
         Ok(samples)
     }
 
-    /// Log-probs of `samples` under `model` (no gradient), in chunks of the mini-batch size.
-    fn logprobs(&self, model: &Qwen2ForCausalLM, samples: &[Sample]) -> Vec<Tensor<2>> {
+    /// The samples of each mini-batch (`[mini][micro]` index ranges into `samples`): mini-batches
+    /// of `ppo_mini_batch_size * n` responses, each cut into micro-batches of
+    /// `ppo_micro_batch_size` responses (one piece when it is 0).
+    fn micro_batches(&self, total: usize) -> Vec<Vec<std::ops::Range<usize>>> {
+        let cfg = self.config;
+        let rows = cfg.batch.mini() * cfg.rollout.n;
+        let micro = cfg.batch.micro(cfg.rollout.n);
+        (0..total.div_ceil(rows))
+            .map(|mb| {
+                let (start, end) = (mb * rows, ((mb + 1) * rows).min(total));
+                (start..end)
+                    .step_by(micro)
+                    .map(|a| a..(a + micro).min(end))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Log-probs of `samples` under `model` (no gradient), one tensor per micro-batch of
+    /// [`Self::micro_batches`].
+    fn logprobs(&self, model: &Qwen2ForCausalLM, samples: &[Sample]) -> Vec<Vec<Tensor<2>>> {
         let model = model.valid();
-        let rows = self.config.batch.mini() * self.config.rollout.n;
-        samples
-            .chunks(rows)
-            .map(|chunk| response_logprobs(&model, &self.batch_of(chunk), false).0)
+        self.micro_batches(samples.len())
+            .into_iter()
+            .map(|micros| {
+                micros
+                    .into_iter()
+                    .map(|r| response_logprobs(&model, &self.batch_of(&samples[r]), false).0)
+                    .collect()
+            })
             .collect()
     }
 
@@ -814,6 +925,7 @@ impl<'a> Run<'a> {
         let target = cfg.batch.train();
         let mut samples: Vec<Sample> = Vec::new();
         let (mut generated, mut gen_correct, mut gen_batches) = (0usize, 0usize, 0u64);
+        let mut gen_tokens = 0usize;
         if cfg.algorithm.filter_groups.enable {
             let mut sampler = cfg
                 .algorithm
@@ -824,6 +936,7 @@ impl<'a> Run<'a> {
                 let batch = self.rollout(&rollout_model, step, gen_batches)?;
                 gen_batches += 1;
                 generated += batch.len();
+                gen_tokens += batch.iter().map(|s| s.response.len()).sum::<usize>();
                 gen_correct += batch.iter().filter(|s| s.acc).count();
                 let ids: Vec<u64> = batch.iter().map(|s| s.group).collect();
                 let metric: Vec<f64> = batch
@@ -851,6 +964,7 @@ impl<'a> Run<'a> {
             samples = self.rollout(&rollout_model, step, 0)?;
             gen_batches = 1;
             generated = samples.len();
+            gen_tokens = samples.iter().map(|s| s.response.len()).sum();
             gen_correct = samples.iter().filter(|s| s.acc).count();
         }
         let t_rollout = t0.elapsed().as_secs_f64();
@@ -864,9 +978,9 @@ impl<'a> Run<'a> {
                 .hw_noise
                 .as_ref()
                 .is_some_and(|h| h.phase.includes(Phase::Training));
-        let old: Option<Vec<Tensor<2>>> =
+        let old: Option<Vec<Vec<Tensor<2>>>> =
             (!on_policy).then(|| self.logprobs(&train_model, &samples));
-        let reference: Option<Vec<Tensor<2>>> =
+        let reference: Option<Vec<Vec<Tensor<2>>>> =
             self.reference.as_ref().map(|r| self.logprobs(r, &samples));
 
         // 3. Rewards (KL in the reward when configured), advantages.
@@ -878,21 +992,22 @@ impl<'a> Run<'a> {
             let refs = reference
                 .as_ref()
                 .expect("a KL placement builds the reference");
-            let rows = cfg.batch.mini() * cfg.rollout.n;
-            let mut k = 0;
-            for ((chunk, o), r) in samples.chunks(rows).zip(&old_all).zip(refs) {
-                let mask = self.batch_of(chunk).response_mask;
+            let ranges = self.micro_batches(samples.len()).into_iter().flatten();
+            for ((range, o), r) in ranges
+                .zip(old_all.iter().flatten())
+                .zip(refs.iter().flatten())
+            {
+                let mask = self.batch_of(&samples[range.clone()]).response_mask;
                 let (penalized, m) = compute_kl_in_reward(
-                    &scores[k..k + chunk.len()],
+                    &scores[range.clone()],
                     o.clone(),
                     r.clone(),
                     mask,
                     &cfg.algorithm.kl,
                 )
                 .map_err(ctx("KL in reward"))?;
-                scores[k..k + chunk.len()].copy_from_slice(&penalized);
+                scores[range].copy_from_slice(&penalized);
                 metrics.extend(m.into_iter().map(|(k, v)| (k.to_string(), v)));
-                k += chunk.len();
             }
         }
         let groups: Vec<u64> = samples.iter().map(|s| s.group).collect();
@@ -902,9 +1017,9 @@ impl<'a> Run<'a> {
             .compute(&scores, &groups)
             .map_err(ctx("advantages"))?;
 
-        // 4. PPO epochs over mini-batches.
-        let rows = cfg.batch.mini() * cfg.rollout.n;
-        let n_mini = samples.len().div_ceil(rows);
+        // 4. PPO epochs over mini-batches, each in micro-batches.
+        let micro_batches = self.micro_batches(samples.len());
+        let n_mini = micro_batches.len();
         let mut actor: StepMetrics = StepMetrics::new();
         let mut updates = 0usize;
         let mut skipped = 0usize;
@@ -920,52 +1035,32 @@ impl<'a> Run<'a> {
                 }
             }
             for &mb in &order {
-                let range = mb * rows..((mb + 1) * rows).min(samples.len());
-                let chunk = &samples[range.clone()];
-                let batch = self.batch_of(chunk);
-                let (logp, entropy) = response_logprobs(&train_model, &batch, true);
-                let width = batch.response_width();
-                let adv: Vec<f32> = advantages[range.clone()]
+                let micros: Vec<PolicyMicroBatch> = micro_batches[mb]
                     .iter()
-                    .flat_map(|&a| std::iter::repeat_n(a as f32, width))
+                    .enumerate()
+                    .map(|(u, range)| PolicyMicroBatch {
+                        batch: self.batch_of(&samples[range.clone()]),
+                        advantages: advantages[range.clone()].to_vec(),
+                        old_log_prob: old.as_ref().map(|o| o[mb][u].clone()),
+                        ref_log_prob: match (cfg.algorithm.kl.placement, &reference) {
+                            (KlPlacement::Loss, Some(r)) => Some(r[mb][u].clone()),
+                            _ => None,
+                        },
+                    })
                     .collect();
-                let adv = Tensor::<2>::from_data(
-                    TensorData::new(adv, [chunk.len(), width]),
-                    &self.device,
-                );
-                let old_lp = match &old {
-                    Some(o) => o[mb].clone(),
-                    None => logp.clone().detach(),
-                };
-                let inputs = ActorLossInputs {
-                    log_prob: logp,
-                    old_log_prob: old_lp,
-                    advantages: adv,
-                    response_mask: batch.response_mask.clone(),
-                    ref_log_prob: match (cfg.algorithm.kl.placement, &reference) {
-                        (KlPlacement::Loss, Some(r)) => Some(r[mb].clone()),
-                        _ => None,
-                    },
-                    entropy,
-                };
-                let norm = AggNorm {
+                let settings = PolicyLossSettings {
+                    actor: &cfg.actor,
+                    kl: &cfg.algorithm.kl,
+                    entropy_coeff: cfg.algorithm.entropy_coeff,
                     loss_scale_factor: (cfg.actor.loss_agg_mode == AggMode::SeqMeanTokenSumNorm
                         && cfg.actor.loss_scale_factor.is_none())
                     .then_some(cfg.rollout.max_response_len as f64),
-                    ..AggNorm::default()
                 };
-                let (loss, m) = compute_actor_loss(
-                    inputs,
-                    &cfg.actor,
-                    &cfg.algorithm.kl,
-                    cfg.algorithm.entropy_coeff,
-                    &norm,
-                )
-                .map_err(ctx("actor loss"))?;
+                let (grads, m) = policy_gradients(&train_model, &micros, &settings)
+                    .map_err(ctx("actor loss"))?;
                 for (k, v) in m {
-                    *actor.entry(k.to_string()).or_default() += v;
+                    *actor.entry(k).or_default() += v;
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &train_model);
                 let lr = self.lr.lr(step);
                 let grads = if cfg.optim.grad_clip > 0.0 {
                     match clip_grad_norm(&self.policy, grads, cfg.optim.grad_clip)
@@ -1027,6 +1122,10 @@ impl<'a> Run<'a> {
             ((step - 1) / self.stream.steps_per_epoch() + 1) as f64,
         );
         metrics.insert("timing/rollout_s".into(), t_rollout);
+        metrics.insert(
+            "timing/rollout_tokens_per_s".into(),
+            gen_tokens as f64 / t_rollout.max(1e-9),
+        );
         metrics.insert("timing/update_s".into(), t_update);
         metrics.insert("timing/step_s".into(), t0.elapsed().as_secs_f64());
         self.dir.log_step(step, &metrics)?;

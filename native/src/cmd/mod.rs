@@ -5,6 +5,7 @@ pub mod eval;
 pub mod pretrain;
 pub mod quant_error;
 pub mod quantize;
+pub mod random_model;
 pub mod report;
 pub mod schedule;
 pub mod serve;

@@ -166,6 +166,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("setup    {}", plan.description);
             eprintln!("model    {} ({} trainable parameters)", plan.model, plan.trainable_params);
             eprintln!(
+                "weights  {} base, {:.3} GB of projection and embedding weights, loaded in {:.1} s",
+                plan.base_storage,
+                plan.weight_bytes as f64 / 1e9,
+                plan.load_s
+            );
+            eprintln!(
                 "data     {} training prompts: {} steps per epoch of {} prompts x {} responses ({} prompts per pass unused: the last incomplete batch is dropped, as verl does); {} held-out problems",
                 plan.train_problems,
                 plan.steps_per_epoch,

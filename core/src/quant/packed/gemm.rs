@@ -53,7 +53,7 @@ pub fn packed_gemm_reference(x: &[f32], rows: usize, w: &PackedWeight) -> Vec<f3
                 for (&a, &b) in xc.iter().zip(wc) {
                     acc = a.mul_add(b, acc);
                 }
-                c = acc + c;
+                c += acc;
             }
             y[r * out + o] = c;
         }

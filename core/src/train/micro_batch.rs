@@ -1,0 +1,128 @@
+//! Gradient accumulation: one PPO mini-batch as several forward/backward passes
+//! (`batch.ppo_micro_batch_size`, verl's name), whose summed gradients are the mini-batch's.
+//!
+//! Each micro-batch's loss is aggregated with the *mini-batch's* normalizers
+//! ([`AggNorm::batch_num_tokens`] for `token-mean`, [`AggNorm::global_batch_size`] for the
+//! seq-mean modes; `seq-mean-token-sum-norm` divides by a constant anyway), so the sum of the
+//! micro-batch losses is the mini-batch loss and the sum of their gradients is its gradient, up
+//! to float rounding (tests/micro_batch.rs: 1e-5). Only one micro-batch's activations are alive
+//! at a time. A mini-batch in one piece keeps its own counts (bit for bit the earlier trainer).
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Tensor, TensorData};
+
+use super::run_dir::StepMetrics;
+use super::sequence::{SequenceBatch, response_logprobs};
+use crate::model::Qwen2ForCausalLM;
+use crate::rl::RlError;
+use crate::rl::actor_loss::{ActorLossInputs, compute_actor_loss};
+use crate::rl::agg_loss::AggNorm;
+use crate::rl::kl::KlConfig;
+use crate::rl::metrics::{ENTROPY, KL_COEF, KL_LOSS, PG_LOSS};
+use crate::rl::policy_loss::PolicyLossConfig;
+
+/// One micro-batch: its sequences and what the loss needs besides the policy's log-probs.
+pub struct PolicyMicroBatch {
+    /// The sequences.
+    pub batch: SequenceBatch,
+    /// One advantage per sequence.
+    pub advantages: Vec<f64>,
+    /// The rollout policy's log-probs (`None`: on-policy, the current log-probs detached).
+    pub old_log_prob: Option<Tensor<2>>,
+    /// The reference policy's log-probs (KL as a loss term).
+    pub ref_log_prob: Option<Tensor<2>>,
+}
+
+/// The loss settings of the actor update.
+pub struct PolicyLossSettings<'a> {
+    /// The clipped policy loss and its aggregation.
+    pub actor: &'a PolicyLossConfig,
+    /// The KL term.
+    pub kl: &'a KlConfig,
+    /// The entropy bonus coefficient.
+    pub entropy_coeff: f64,
+    /// `seq-mean-token-sum-norm`'s constant when the actor config gives none.
+    pub loss_scale_factor: Option<f64>,
+}
+
+/// Metrics that are losses normalized by the whole mini-batch: they add up over micro-batches.
+const SUMMED: [&str; 3] = [PG_LOSS, ENTROPY, KL_LOSS];
+
+/// The gradients of the mini-batch made of `micros` with respect to `model`'s trainable
+/// parameters, and its loss metrics (losses summed over micro-batches, token means weighted by
+/// each micro-batch's share of the response tokens, constants as they are).
+pub fn policy_gradients(
+    model: &Qwen2ForCausalLM,
+    micros: &[PolicyMicroBatch],
+    settings: &PolicyLossSettings,
+) -> Result<(GradientsParams, StepMetrics), RlError> {
+    let several = micros.len() > 1;
+    let tokens_of = |m: &PolicyMicroBatch| m.batch.response_lengths.iter().sum::<usize>();
+    let total_tokens: usize = micros.iter().map(tokens_of).sum();
+    let total_seqs: usize = micros
+        .iter()
+        .map(|m| m.batch.response_lengths.iter().filter(|&&l| l > 0).count())
+        .sum();
+    let norm = AggNorm {
+        batch_num_tokens: several.then_some(total_tokens.max(1) as f64),
+        global_batch_size: several.then_some(total_seqs.max(1) as f64),
+        loss_scale_factor: settings.loss_scale_factor,
+    };
+    let mut accumulated = GradientsAccumulator::<Qwen2ForCausalLM>::new();
+    let mut metrics = StepMetrics::new();
+    for micro in micros {
+        let batch = &micro.batch;
+        let rows = batch.batch_size();
+        if micro.advantages.len() != rows {
+            return Err(RlError::InvalidInput(format!(
+                "{} advantages for a micro-batch of {rows} sequences",
+                micro.advantages.len()
+            )));
+        }
+        let (logp, entropy) = response_logprobs(model, batch, true);
+        let width = batch.response_width();
+        let adv: Vec<f32> = micro
+            .advantages
+            .iter()
+            .flat_map(|&a| std::iter::repeat_n(a as f32, width))
+            .collect();
+        let device = logp.device();
+        let adv = Tensor::<2>::from_data(TensorData::new(adv, [rows, width]), &device);
+        let inputs = ActorLossInputs {
+            old_log_prob: micro
+                .old_log_prob
+                .clone()
+                .unwrap_or_else(|| logp.clone().detach()),
+            log_prob: logp,
+            advantages: adv,
+            response_mask: batch.response_mask.clone(),
+            ref_log_prob: micro.ref_log_prob.clone(),
+            entropy,
+        };
+        let (loss, m) = compute_actor_loss(
+            inputs,
+            settings.actor,
+            settings.kl,
+            settings.entropy_coeff,
+            &norm,
+        )?;
+        let share = if several {
+            tokens_of(micro) as f64 / total_tokens.max(1) as f64
+        } else {
+            1.0
+        };
+        for (k, v) in m {
+            let w = if !several || SUMMED.contains(&k) {
+                1.0
+            } else if k == KL_COEF {
+                1.0 / micros.len() as f64
+            } else {
+                share
+            };
+            *metrics.entry(k.to_string()).or_default() += w * v;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        accumulated.accumulate(model, grads);
+    }
+    Ok((accumulated.grads(), metrics))
+}
