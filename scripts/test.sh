@@ -8,8 +8,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # One feature set for every cargo step (clippy, tests, the binary), so nothing is compiled twice:
 # the defaults plus Burn's wgpu backend and the fused CubeCL kernels, whose tests run on Mesa
 # lavapipe (tests/fused_quant_parity.rs: bit-exact format parity; tests/wgpu_model.rs: logits
-# parity with the fixtures and AdamW steps beside the CPU's; tests/cli_wgpu.rs: train, pretrain,
-# srdd and bench with --backend wgpu). A machine without a Vulkan adapter fails them: they never
+# parity with the fixtures and AdamW steps beside the CPU's; tests/packed_linear.rs: packed
+# projections bit-identical to fake quantization; tests/cli_wgpu.rs: train, pretrain, srdd and
+# bench with --backend wgpu). A machine without a Vulkan adapter fails them: they never
 # skip.
 FEATURES=aqn-core/wgpu,aqn-native/wgpu
 

@@ -1,7 +1,8 @@
 //! Packed frozen weights (issue 11): a projection holding its weight as codes + scales computes
 //! bit for bit what the fake-quant projection (a cached f32 `Q(W)` and a matmul) computes, forward
 //! and backward, for every format, scale mode, NVFP4 level and block layout, on the few-row
-//! kernel and on the tiled path; a checkpoint loaded packed gives the same logits, generations and
+//! kernel and on the tiled path, on the CPU and (feature `wgpu`) on Mesa lavapipe, where the
+//! tiles are decoded on the device; a checkpoint loaded packed gives the same logits, generations and
 //! gradients as the latent model quantized after loading, in a fraction of the memory; packed
 //! weights refuse what their codes cannot do.
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
@@ -82,23 +83,19 @@ fn pair(
     (lin, packed)
 }
 
-#[test]
-fn packed_projection_equals_fake_quant_forward_and_backward() {
-    let ad = Device::ndarray().autodiff();
-    let cpu = ad.clone();
-    // 600 inputs: two whole sgemm chunks of 256 and a partial one; 900 outputs: three row tiles.
-    let (out, inp) = (900, 600);
-    assert!(out * inp > 2 * TILE_ELEMENTS);
+/// Forward (1..=70 rows) and input-gradient bits of the fake-quant and the packed projection on
+/// an autodiff `device`, for every spec, W4A16 and W4A4, `[out, inp]`.
+fn check_packed_projection(ad: &Device, out: usize, inp: usize) {
     for spec in SPECS {
         let spec: QuantSpec = spec.parse().unwrap();
         for w4a4 in [false, true] {
-            let (dense, packed) = pair(out, inp, &spec, w4a4, &cpu);
-            let what = format!("{} w4a4={w4a4}", spec.label());
-            // 1..=FEW_ROWS rows take the code-reading kernel, more rows the tiles.
+            let (dense, packed) = pair(out, inp, &spec, w4a4, ad);
+            let what = format!("{} w4a4={w4a4} [{out}, {inp}]", spec.label());
+            // 1..=FEW_ROWS rows take the code-reading kernel on the CPU, more rows the tiles.
             for rows in [1, 2, FEW_ROWS, FEW_ROWS + 1, 70] {
                 let x = Tensor::<2>::from_data(
                     TensorData::new(normals(rows * inp, rows as u64, 1.0), [rows, inp]),
-                    &cpu,
+                    ad,
                 );
                 assert_eq!(
                     bits(dense.forward(x.clone())),
@@ -111,15 +108,102 @@ fn packed_projection_equals_fake_quant_forward_and_backward() {
             let x = normals(rows * inp, 9, 1.0);
             let g = Tensor::<2>::from_data(
                 TensorData::new(normals(rows * out, 10, 1.0), [rows, out]),
-                &ad,
+                ad,
             );
             let grad = |layer: &QLinear| {
-                let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, inp]), &ad)
+                let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, inp]), ad)
                     .require_grad();
                 let grads = (layer.forward(x.clone()) * g.clone()).sum().backward();
                 bits(x.grad(&grads).unwrap())
             };
             assert_eq!(grad(&dense), grad(&packed), "{what} backward");
+        }
+    }
+}
+
+#[test]
+fn packed_projection_equals_fake_quant_forward_and_backward() {
+    // 600 inputs: two whole sgemm chunks of 256 and a partial one; 900 outputs: three row tiles.
+    const { assert!(900 * 600 > 2 * TILE_ELEMENTS) };
+    check_packed_projection(&Device::ndarray().autodiff(), 900, 600);
+}
+
+/// The same on Burn's wgpu device pinned to Vulkan (Mesa lavapipe in CI): the fake-quant side
+/// takes the fused kernel's cached `Q(W)`, the packed side its tiles, both the device's matmul.
+/// A missing adapter fails the test; it never skips.
+#[cfg(feature = "wgpu")]
+#[test]
+fn packed_projection_equals_fake_quant_on_wgpu() {
+    use aqn_core::wgpu_device::{GraphicsApi, open_wgpu};
+    let device = open_wgpu(GraphicsApi::Vulkan)
+        .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers)"))
+        .device;
+    // On a GPU a tile holds up to 2^24 values, so each of these weights is one tile: the
+    // tiling itself is the CPU's code (checked above), the device decoder is checked below.
+    let ad = device.autodiff();
+    check_packed_projection(&ad, 900, 600);
+    check_packed_projection(&ad, 48, 64);
+}
+
+/// The device decoder of packed weights (codes kept on the GPU, tiles decoded there) returns the
+/// host decoder's bits for every storage (FP4 formats and block layouts, FP8, BF16, f32), for
+/// row tiles, column tiles and odd rectangles, NaN blocks included.
+#[cfg(feature = "wgpu")]
+#[test]
+fn device_decoder_is_the_host_decoder_on_wgpu() {
+    use aqn_core::quant::fused::packed_decode::decode_tile_cube;
+    use aqn_core::wgpu_device::{GraphicsApi, open_wgpu};
+    use burn::backend::Cube;
+    let device = open_wgpu(GraphicsApi::Vulkan)
+        .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers)"))
+        .device;
+    let like = Tensor::<2>::empty([1, 1], &device)
+        .try_into_primitive::<Cube>()
+        .unwrap();
+    // 40 rows: a partial 16x16 tile row; 97 columns: odd row starts (half-byte codes).
+    let (rows, cols) = (40, 97);
+    let mut x = normals(rows * cols, 17, 0.02);
+    x[3] = f32::NAN;
+    x[cols + 60] = 3.0;
+    let mut weights: Vec<(String, PackedWeight)> = SPECS
+        .iter()
+        .map(|s| {
+            let spec: QuantSpec = s.parse().unwrap();
+            (
+                spec.label(),
+                PackedWeight::quantize(&x, rows, cols, &spec).unwrap(),
+            )
+        })
+        .collect();
+    weights.push((
+        "f32".into(),
+        PackedWeight::f32(x.clone(), rows, cols).unwrap(),
+    ));
+    let same = |a: &[f32], b: &[f32]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(p, q)| p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()))
+    };
+    for (label, w) in &weights {
+        let host = w.dequantize();
+        for (r, c) in [
+            (0..rows, 0..cols),
+            (3..21, 0..cols),
+            (0..rows, 33..64),
+            (7..8, 1..96),
+            (17..40, 5..6),
+        ] {
+            let tile = decode_tile_cube(w, r.clone(), c.clone(), &like).unwrap();
+            let got = Tensor::<2>::from_primitive::<Cube>(tile)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let want: Vec<f32> = r
+                .clone()
+                .flat_map(|i| host[i * cols + c.start..i * cols + c.end].to_vec())
+                .collect();
+            assert!(same(&got, &want), "{label} rows {r:?} cols {c:?}");
         }
     }
 }

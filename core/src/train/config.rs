@@ -928,6 +928,69 @@ mod tests {
     }
 
     #[test]
+    fn base_storage_resolves_and_refuses_what_needs_latent_weights() {
+        let resolve = |preset: &str, sets: &[&str]| {
+            let mut s = sources(preset);
+            s.sets = sets.iter().map(|x| x.to_string()).collect();
+            TrainConfig::resolve(&s)
+        };
+        // auto: packed for a LoRA run, latent where something needs the latent base.
+        assert!(
+            resolve("default", &[])
+                .unwrap()
+                .base_storage_packed()
+                .unwrap()
+        );
+        assert!(!resolve("e3a", &[]).unwrap().base_storage_packed().unwrap());
+        let bf16_eval = resolve("default", &["eval.bf16=true"]).unwrap();
+        assert!(!bf16_eval.base_storage_packed().unwrap());
+        let latent = resolve("default", &["model.base_storage=latent"]).unwrap();
+        assert!(!latent.base_storage_packed().unwrap());
+        // packed where it cannot apply: refused with the setting that prevents it.
+        for (preset, sets, why) in [
+            ("e3a", vec!["model.base_storage=packed"], "finetune.mode"),
+            (
+                "default",
+                vec!["model.base_storage=packed", "eval.bf16=true"],
+                "eval.bf16",
+            ),
+            (
+                "default",
+                vec!["model.base_storage=packed", "aqn.targets=linear"],
+                "[aqn] targets linear weights",
+            ),
+        ] {
+            let e = resolve(preset, &sets).unwrap_err().to_string();
+            assert!(
+                e.contains("model.base_storage") && e.contains(why),
+                "{preset} {sets:?}: {e}"
+            );
+        }
+        // Unknown names list the valid ones.
+        let e = resolve("default", &["model.base_storage=compressed"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compressed") && e.contains("latent"), "{e}");
+        let e = resolve("default", &["model.dtype=f16"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f16") && e.contains("bf16"), "{e}");
+    }
+
+    #[test]
+    fn micro_batch_sizes_resolve_to_responses_per_pass() {
+        let mut b = BatchConfig {
+            ppo_mini_batch_size: 4,
+            ..BatchConfig::default()
+        };
+        assert_eq!(b.micro(8), 32, "0 = the whole mini-batch");
+        b.ppo_micro_batch_size = 6;
+        assert_eq!(b.micro(8), 6);
+        b.ppo_micro_batch_size = 100;
+        assert_eq!(b.micro(8), 32, "capped by the mini-batch");
+    }
+
+    #[test]
     fn category_tables_of_the_profile_apply() {
         let s = |preset: &str| ConfigSources {
             profile: "qwen2.5-1.5b-gsm8k".into(),

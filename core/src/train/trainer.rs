@@ -26,7 +26,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::config::{BUILTIN_TINY, FinetuneMode, TrainConfig};
+use super::config::{BUILTIN_TINY, BaseStorage, FinetuneMode, TrainConfig};
 use super::data::{DataStream, ProblemSet};
 use super::evaluate::{EvalError, EvalResult, evaluate, prompt_ids};
 use super::micro_batch::{PolicyLossSettings, PolicyMicroBatch, policy_gradients};
@@ -35,9 +35,7 @@ use super::sequence::{SequenceBatch, response_logprobs};
 use super::summary::RunSummary;
 use crate::aqn::{Aqn, AqnError};
 use crate::model::loader::{LoadPlan, load_qwen2_with};
-use crate::model::{
-    GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, SamplingConfig, generate, load_qwen2,
-};
+use crate::model::{GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, SamplingConfig, generate};
 use crate::phase::Phase;
 use crate::qat::QuantConfig;
 use crate::rl::agg_loss::AggMode;
@@ -243,20 +241,42 @@ pub fn checkpoint_steps(run_dir: &Path) -> Vec<u64> {
 /// The model a run evaluates: the configured base, fake-quantized as `config.quant` says, with
 /// the checkpoint's LoRA adapter or full weights when one is given (no AQN, no HW noise: the
 /// noise-free evaluation policy).
+///
+/// Nothing is trained, so the weights are held packed (codes + scales, bit for bit the same
+/// logits) unless `keep_latent` asks for the latent f32 weights (an evaluation of the same
+/// weights without fake quantization needs them) or `model.base_storage = "latent"`.
 pub fn load_eval_model(
     config: &TrainConfig,
     checkpoint: Option<&Path>,
     device: &Device,
+    keep_latent: bool,
 ) -> Result<Qwen2ForCausalLM, TrainError> {
     let model_dir = resolve_model_dir(&config.model.path)?;
     let weights_dir = match (checkpoint, config.finetune.mode) {
         (Some(path), FinetuneMode::Full) => path.join(WEIGHTS_DIR),
         _ => model_dir,
     };
-    let model = load_qwen2(&weights_dir, device)
+    let dtype = config.model.dtype;
+    let model = if keep_latent || config.model.base_storage == BaseStorage::Latent {
+        load_qwen2_with(
+            &weights_dir,
+            device,
+            &LoadPlan {
+                packed: None,
+                dtype,
+            },
+        )
         .map_err(ctx(format!("loading {}", weights_dir.display())))?
         .with_quantization(&config.quant)
-        .map_err(ctx("applying [quant]"))?;
+        .map_err(ctx("applying [quant]"))?
+    } else {
+        load_qwen2_with(
+            &weights_dir,
+            device,
+            &LoadPlan::packed(config.quant.clone(), dtype),
+        )
+        .map_err(ctx(format!("loading {}", weights_dir.display())))?
+    };
     match (checkpoint, config.finetune.mode) {
         (Some(path), FinetuneMode::Lora) => model
             .with_lora_adapter(&path.join(ADAPTER_DIR))

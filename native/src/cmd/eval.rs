@@ -43,7 +43,9 @@ pub struct EvalArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Also evaluate the same weights without fake quantization (reported as `bf16`, never as
-    /// the model's score).
+    /// the model's score). It needs the latent f32 weights, so the base is then loaded as f32
+    /// rather than packed (codes + scales, the default: same logits, a quarter of the memory or
+    /// less).
     #[arg(long)]
     bf16: bool,
     /// Print the result as JSON on stdout.
@@ -147,6 +149,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &config,
         checkpoint.as_ref().map(|(_, p)| p.as_path()),
         &device,
+        // The unquantized evaluation re-derives the weights from the latent f32 ones.
+        args.bf16 && config.quant.mode != QuantMode::Bf16,
     )?;
 
     let run_eval = |model: &aqn_core::model::Qwen2ForCausalLM, label: &str| -> Result<EvalResult> {

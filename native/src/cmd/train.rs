@@ -166,9 +166,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("setup    {}", plan.description);
             eprintln!("model    {} ({} trainable parameters)", plan.model, plan.trainable_params);
             eprintln!(
-                "weights  {} base, {:.3} GB of projection and embedding weights, loaded in {:.1} s",
+                "weights  {} base, {} of projection and embedding weights, loaded in {:.1} s",
                 plan.base_storage,
-                plan.weight_bytes as f64 / 1e9,
+                indicatif::DecimalBytes(plan.weight_bytes as u64),
                 plan.load_s
             );
             eprintln!(

@@ -4,6 +4,7 @@
 //! every rounding step is integer arithmetic on f32 bit patterns ([`softfloat`]).
 //!
 //! - [`fake_quantize_fused`]: `Q(x)` along any axis.
+//! - [`packed_decode`]: the device-side decoder of packed frozen weights' tiles.
 //! - [`quantize_ste_fused`]: `Q(x)` with the straight-through gradient as one autodiff node
 //!   ([`straight_through`]).
 //!
@@ -17,6 +18,7 @@ mod counter_hash;
 mod device_copy;
 mod kernels;
 mod launch;
+pub mod packed_decode;
 mod softfloat;
 mod straight_through;
 

@@ -4,7 +4,8 @@
 //!
 //! The whole f32 `Q(W)` never exists: the forward decodes blocks of output rows, the backward
 //! blocks of input columns, each of at most [`TILE_ELEMENTS`] values, and multiplies them with
-//! the backend's own matmul. Every output element of a matmul gets the same arithmetic whatever
+//! the backend's own matmul (on a GPU the tiles are decoded on the device from codes kept
+//! there: `crate::quant::fused::packed_decode`). Every output element of a matmul gets the same arithmetic whatever
 //! tile of the other operand it is computed with (the reduction axis is never split), so the
 //! result is bit for bit the fake-quant path's `x Q(W)^T` (and its gradient `dy Q(W)`) on the
 //! CPU; tests/packed_linear.rs checks it for every format and scale mode on the CPU and on
@@ -17,7 +18,7 @@ use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoChe
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::{GradientCheckpointingStrategy, Tensor, TensorData};
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor, TensorData};
 
 use super::gemm::{packed_gemm, sgemm_order_available};
 use super::weight::PackedWeight;
@@ -25,8 +26,10 @@ use crate::quant::is_host_device;
 
 /// Rows at or below which the CPU reads the codes directly (decoding steps and short batches).
 pub const FEW_ROWS: usize = 16;
-/// Weight values decoded per tile (1 MiB of f32: one core's L2 here).
+/// Weight values decoded per tile on the host (1 MiB of f32: one core's L2 here).
 pub const TILE_ELEMENTS: usize = 1 << 18;
+/// Weight values decoded per tile on a GPU (64 MiB of f32: few launches, bounded memory).
+pub const DEVICE_TILE_ELEMENTS: usize = 1 << 24;
 /// Column tiles start on multiples of this (both FP4 block sizes and the 16x16 tile divide it).
 const COLUMN_ALIGN: usize = 32;
 
@@ -74,19 +77,57 @@ pub fn packed_linear_input_grad(dy: Tensor<2>, w: &PackedWeight) -> Tensor<2> {
         "packed_linear_input_grad: dy has {o} columns, the weight {out} rows"
     );
     let device = dy.device();
-    let width = (TILE_ELEMENTS / out).max(COLUMN_ALIGN) / COLUMN_ALIGN * COLUMN_ALIGN;
+    let width = (tile_elements(&device) / out).max(COLUMN_ALIGN) / COLUMN_ALIGN * COLUMN_ALIGN;
     let mut parts = Vec::with_capacity(inp.div_ceil(width));
     let mut c0 = 0;
     while c0 < inp {
         let c1 = (c0 + width).min(inp);
-        let mut tile = vec![0.0f32; out * (c1 - c0)];
-        w.decode_cols(c0, c1, &mut tile);
-        let tile = Tensor::<2>::from_data(TensorData::new(tile, [out, c1 - c0]), &device);
-        parts.push(dy.clone().matmul(tile));
+        parts.push(dy.clone().matmul(decode_tile(w, 0..out, c0..c1, &device)));
         c0 = c1;
     }
     let _ = rows;
     cat_columns(parts)
+}
+
+/// Weight values decoded per tile on `device`: [`TILE_ELEMENTS`] on the host, where a tile
+/// should stay in cache; [`DEVICE_TILE_ELEMENTS`] on a GPU, where each tile costs a launch.
+fn tile_elements(device: &Device) -> usize {
+    if is_host_device(device) {
+        TILE_ELEMENTS
+    } else {
+        DEVICE_TILE_ELEMENTS
+    }
+}
+
+/// Rows `rows`, columns `cols` of `w` as an f32 tensor on `device`: decoded on the device by
+/// the kernel of `crate::quant::fused::packed_decode` on a CubeCL device (the codes stay
+/// there), decoded on the host and copied otherwise.
+fn decode_tile(
+    w: &PackedWeight,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    device: &Device,
+) -> Tensor<2> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if crate::quant::fused::is_fused_device(device) {
+        use burn::backend::Cube;
+        // An empty tensor of the device gives the kernel its client and device.
+        let like = Tensor::<2>::empty([1, 1], &device.clone().without_autodiff())
+            .try_into_primitive::<Cube>()
+            .expect("a CubeCL tensor on a CubeCL device");
+        let tile = crate::quant::fused::packed_decode::decode_tile_cube(w, rows, cols, &like)
+            .unwrap_or_else(|e| panic!("decoding a packed weight on the device: {e}"));
+        return Tensor::from_primitive::<Cube>(tile);
+    }
+    let [_, inp] = w.dims();
+    let mut tile = vec![0.0f32; rows.len() * cols.len()];
+    if cols.start == 0 && cols.end == inp {
+        w.decode_rows(rows.start, rows.end, &mut tile);
+    } else {
+        assert_eq!(rows.len(), w.dims()[0], "a column tile spans every row");
+        w.decode_cols(cols.start, cols.end, &mut tile);
+    }
+    Tensor::<2>::from_data(TensorData::new(tile, [rows.len(), cols.len()]), device)
 }
 
 /// The forward on an untracked tensor.
@@ -103,14 +144,12 @@ fn forward(x: Tensor<2>, w: &PackedWeight) -> Tensor<2> {
         let y = packed_gemm(&xs, rows, w);
         return Tensor::from_data(TensorData::new(y, [rows, out]), &device);
     }
-    let height = (TILE_ELEMENTS / k).max(COLUMN_ALIGN) / 16 * 16;
+    let height = (tile_elements(&device) / k).max(COLUMN_ALIGN) / 16 * 16;
     let mut parts = Vec::with_capacity(out.div_ceil(height));
     let mut o0 = 0;
     while o0 < out {
         let o1 = (o0 + height).min(out);
-        let mut tile = vec![0.0f32; (o1 - o0) * k];
-        w.decode_rows(o0, o1, &mut tile);
-        let tile = Tensor::<2>::from_data(TensorData::new(tile, [o1 - o0, k]), &device);
+        let tile = decode_tile(w, o0..o1, 0..k, &device);
         // The orientation the dense projection takes for these sizes (the same arithmetic).
         let y = if rows * (k + (o1 - o0)) < k * (o1 - o0) {
             tile.matmul(x.clone().transpose()).transpose()

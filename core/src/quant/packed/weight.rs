@@ -33,10 +33,20 @@ pub struct PackedWeight {
 
 struct Inner {
     storage: Storage,
-    /// FP8: the decoded value of each of the 256 codes (`e4m3(c) * scale`).
-    fp8_values: Vec<f32>,
+    /// The decode table: FP8, the value of each of the 256 codes (`e4m3(c) * scale`); FP4, for
+    /// each of the 256 scale bytes the 16 values of its block's codes ([`fp4_table`], NaN for a
+    /// NaN scale), so decoding is a lookup per code; empty otherwise.
+    lut: Vec<f32>,
     /// Identifies the storage (for caches keyed by weight, e.g. device copies).
     id: u64,
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The device copies of the codes live as long as the storage.
+        crate::quant::fused::packed_decode::forget(self.id);
+    }
 }
 
 impl std::fmt::Debug for PackedWeight {
@@ -90,14 +100,16 @@ impl PackedWeight {
                 packed.rows, packed.row_len
             )));
         }
-        let fp8_values = if packed.spec.format == QuantFormat::Fp8 {
-            (0..=255u8)
+        let lut = match packed.spec.format {
+            QuantFormat::Fp8 => (0..=255u8)
                 .map(|c| e4m3_to_f32(c) * packed.tensor_scale)
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
+            f @ (QuantFormat::Mxfp4 | QuantFormat::Nvfp4) => (0..=255u8)
+                .flat_map(|byte| fp4_table(f, byte, packed.tensor_scale).unwrap_or([f32::NAN; 16]))
+                .collect(),
+            QuantFormat::Bf16 => Vec::new(),
         };
-        Ok(Self::new(Storage::Codes(packed), fp8_values))
+        Ok(Self::new(Storage::Codes(packed), lut))
     }
 
     /// An unquantized frozen weight (`[out, in]` row-major values).
@@ -118,11 +130,11 @@ impl PackedWeight {
         ))
     }
 
-    fn new(storage: Storage, fp8_values: Vec<f32>) -> Self {
+    fn new(storage: Storage, lut: Vec<f32>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 storage,
-                fp8_values,
+                lut,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             }),
         }
@@ -221,7 +233,7 @@ impl PackedWeight {
         let base = row * cols;
         match p.spec.format {
             QuantFormat::Fp8 => {
-                let lut = &self.inner.fp8_values;
+                let lut = &self.inner.lut;
                 for (o, &c) in out.iter_mut().zip(&p.codes[base + c0..base + c1]) {
                     *o = lut[c as usize];
                 }
@@ -243,15 +255,68 @@ impl PackedWeight {
                 while c < c1 {
                     let bc = c / block;
                     let end = ((bc + 1) * block).min(c1);
-                    let byte = p.scales[block_row * block_cols + bc];
-                    let dst = &mut out[c - c0..end - c0];
-                    match fp4_table(p.spec.format, byte, p.tensor_scale) {
-                        Some(table) => decode_nibbles(&p.codes, base + c, &table, dst),
-                        None => dst.fill(f32::NAN),
-                    }
+                    let byte = p.scales[block_row * block_cols + bc] as usize;
+                    let table: &[f32; 16] = self.inner.lut[16 * byte..16 * byte + 16]
+                        .try_into()
+                        .expect("16 values per scale byte");
+                    decode_nibbles(&p.codes, base + c, table, &mut out[c - c0..end - c0]);
                     c = end;
                 }
             }
+        }
+    }
+}
+
+/// The storage of a [`PackedWeight`] as its raw parts, for kernels that decode it elsewhere
+/// (the device decoder of `crate::quant::fused`); decoding element `(r, c)` of `[rows, cols]`:
+#[derive(Clone, Copy, Debug)]
+pub enum RawLayout<'a> {
+    /// FP4 codes, two per byte (element `e = r * cols + c` in byte `e / 2`, low nibble first),
+    /// and one scale byte per block (block row `r` (row blocks) or `r / 16` (16x16 tiles), block
+    /// column `c / block`, `block_cols` per block row); the value is `lut[16 * scale + code]`.
+    Fp4 {
+        codes: &'a [u8],
+        scales: &'a [u8],
+        lut: &'a [f32],
+        block: usize,
+        block_cols: usize,
+        tile_rows: usize,
+    },
+    /// One code per byte; the value is `lut[code]`.
+    Fp8 { codes: &'a [u8], lut: &'a [f32] },
+    /// Little-endian bf16 bit patterns, two bytes per element.
+    Bf16 { codes: &'a [u8] },
+    /// The values themselves.
+    F32 { values: &'a [f32] },
+}
+
+impl PackedWeight {
+    /// The raw parts of the storage (see [`RawLayout`]).
+    pub fn raw_layout(&self) -> RawLayout<'_> {
+        let lut = self.inner.lut.as_slice();
+        match &self.inner.storage {
+            Storage::F32 { values, .. } => RawLayout::F32 { values },
+            Storage::Codes(p) => match p.spec.format {
+                QuantFormat::Fp8 => RawLayout::Fp8 {
+                    codes: &p.codes,
+                    lut,
+                },
+                QuantFormat::Bf16 => RawLayout::Bf16 { codes: &p.codes },
+                QuantFormat::Mxfp4 | QuantFormat::Nvfp4 => {
+                    let block = p.spec.block_size();
+                    RawLayout::Fp4 {
+                        codes: &p.codes,
+                        scales: &p.scales,
+                        lut,
+                        block,
+                        block_cols: p.row_len.div_ceil(block),
+                        tile_rows: match p.spec.blocks {
+                            BlockLayout::Row => 1,
+                            BlockLayout::Tile16x16 => block,
+                        },
+                    }
+                }
+            },
         }
     }
 }
