@@ -9,6 +9,11 @@ need_apt=(
   # Mesa's software Vulkan driver (lavapipe): the WGSL shader tests and the wgpu backend of
   # aqn-native (fused kernels, model, training steps) run on it in CI.
   mesa-vulkan-drivers
+  # Open MPI for data-parallel training (`train --workers N`, tests/cli_distributed.rs): the
+  # launcher, and the headers + libclang the rsmpi bindings are generated from.
+  openmpi-bin
+  libopenmpi-dev
+  libclang-dev
   # The browser of the playwright tests (WebGPU on its SwiftShader), and a font for screenshots.
   chromium
   fonts-dejavu-core

@@ -11,8 +11,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # parity with the fixtures and AdamW steps beside the CPU's; tests/packed_linear.rs: packed
 # projections bit-identical to fake quantization; tests/cli_wgpu.rs: train, pretrain, srdd and
 # bench with --backend wgpu). A machine without a Vulkan adapter fails them: they never
-# skip.
-FEATURES=aqn-core/wgpu,aqn-native/wgpu
+# skip. `mpi`: data-parallel training over Open MPI (tests/cli_distributed.rs: two workers on
+# 127.0.0.1 against one process).
+FEATURES=aqn-core/wgpu,aqn-native/wgpu,aqn-native/mpi
 
 step() { printf '\n== %s ==\n' "$*"; }
 

@@ -248,3 +248,24 @@ fn refusals_name_the_bad_setting() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("rollout.n = 1"), "{}", stderr(&out));
 }
+
+/// Each rollout row draws from its own stream, so generating the rows in micro-batches
+/// (`rollout.micro_batch_size`, which bounds the KV cache) gives the same responses, rewards
+/// and updates as one generation call (and, the same way, data-parallel workers' shards do).
+#[test]
+fn rollout_micro_batches_do_not_change_the_run() {
+    let whole = tmp("rollout_whole");
+    ok(&train(&whole, &["--steps", "2"]));
+    let split = tmp("rollout_split");
+    ok(&train(
+        &split,
+        &["--steps", "2", "--set", "rollout.micro_batch_size=3"],
+    ));
+    let (a, b) = (metrics(&whole), metrics(&split));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["reward/mean", "response_length/mean", "val/accuracy"] {
+            assert_eq!(x.get(key), y.get(key), "{key}: {x} vs {y}");
+        }
+    }
+}

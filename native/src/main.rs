@@ -3,6 +3,7 @@
 mod backend;
 mod cmd;
 mod device_quantize;
+mod distributed;
 mod progress;
 mod table;
 

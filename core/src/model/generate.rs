@@ -266,6 +266,33 @@ pub fn generate(
     config: &GenerationConfig,
     sampler: &mut Sampler,
 ) -> Result<Rollout, GenerateError> {
+    generate_with(model, prompts, config, RowSampling::Shared(sampler))
+}
+
+/// Where the draws of [`generate_with`] come from.
+pub enum RowSampling<'a> {
+    /// One stream for the whole batch, drawn for the unfinished rows of each step in row order:
+    /// a row's tokens depend on the rows beside it.
+    Shared(&'a mut Sampler),
+    /// One sampler (and stream) per row: a row's tokens depend on its prompt, its sampler and the
+    /// model only, so the rows can be generated in any grouping (micro-batches, data-parallel
+    /// workers) with the same result.
+    PerRow(&'a mut [Sampler]),
+}
+
+/// [`generate`] with the draws from `sampling`.
+///
+/// # Panics
+/// If a per-row sampling has another length than `prompts`.
+pub fn generate_with(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    mut sampling: RowSampling,
+) -> Result<Rollout, GenerateError> {
+    if let RowSampling::PerRow(samplers) = &sampling {
+        assert_eq!(samplers.len(), prompts.len(), "one sampler per row");
+    }
     check(model, prompts, config)?;
     // No autodiff graph: rollouts need no gradients (a no-op for a model without autodiff).
     let model = &model.valid();
@@ -324,7 +351,10 @@ pub fn generate(
         let mut next = Vec::with_capacity(active.len());
         for (row, &b) in active.iter().enumerate() {
             let row_logits = &logits[row * vocab..(row + 1) * vocab];
-            let token = sampler.sample(row_logits);
+            let token = match &mut sampling {
+                RowSampling::Shared(sampler) => sampler.sample(row_logits),
+                RowSampling::PerRow(samplers) => samplers[b].sample(row_logits),
+            };
             responses[b].push(token as u32);
             logprobs[b].push(log_prob(row_logits, token) as f32);
             finished[b] = config.eos_token_ids.contains(&(token as u32));

@@ -29,7 +29,9 @@ pub mod tokenizer;
 
 pub use cache::{KvCache, LayerCache};
 pub use config::{ConfigError, Qwen2Config};
-pub use generate::{GenerateError, GenerationConfig, Rollout, generate};
+pub use generate::{
+    GenerateError, GenerationConfig, Rollout, RowSampling, generate, generate_with,
+};
 pub use linear::{LinearHooks, QLinear, QLinearConfig};
 pub use linear_site::{LinearKind, LinearSite};
 pub use loader::{LoadError, load_qwen2, load_weights};

@@ -48,6 +48,35 @@ pub struct PolicyLossSettings<'a> {
 /// Metrics that are losses normalized by the whole mini-batch: they add up over micro-batches.
 const SUMMED: [&str; 3] = [PG_LOSS, ENTROPY, KL_LOSS];
 
+/// What the loss of a micro-batch is normalized by: counts over the whole mini-batch, of which
+/// a worker may hold only some micro-batches (data-parallel training).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MiniBatchCounts {
+    /// Micro-batches in the mini-batch.
+    pub micro_batches: usize,
+    /// Response tokens in the mini-batch.
+    pub tokens: usize,
+    /// Sequences with at least one response token.
+    pub sequences: usize,
+}
+
+impl MiniBatchCounts {
+    /// The counts of a mini-batch made of `batches`.
+    pub fn of<'a>(batches: impl IntoIterator<Item = &'a SequenceBatch>) -> Self {
+        let mut c = Self {
+            micro_batches: 0,
+            tokens: 0,
+            sequences: 0,
+        };
+        for b in batches {
+            c.micro_batches += 1;
+            c.tokens += b.response_lengths.iter().sum::<usize>();
+            c.sequences += b.response_lengths.iter().filter(|&&l| l > 0).count();
+        }
+        c
+    }
+}
+
 /// The gradients of the mini-batch made of `micros` with respect to `model`'s trainable
 /// parameters, and its loss metrics (losses summed over micro-batches, token means weighted by
 /// each micro-batch's share of the response tokens, constants as they are).
@@ -56,16 +85,25 @@ pub fn policy_gradients(
     micros: &[PolicyMicroBatch],
     settings: &PolicyLossSettings,
 ) -> Result<(GradientsParams, StepMetrics), RlError> {
-    let several = micros.len() > 1;
+    let counts = MiniBatchCounts::of(micros.iter().map(|m| &m.batch));
+    policy_gradients_of(model, micros, counts, settings)
+}
+
+/// [`policy_gradients`] of the micro-batches `micros`, part of a mini-batch with `counts` (a
+/// data-parallel worker's share): every loss is normalized by the whole mini-batch, so the sum
+/// over the workers of their gradients and metrics is the mini-batch's.
+pub fn policy_gradients_of(
+    model: &Qwen2ForCausalLM,
+    micros: &[PolicyMicroBatch],
+    counts: MiniBatchCounts,
+    settings: &PolicyLossSettings,
+) -> Result<(GradientsParams, StepMetrics), RlError> {
+    let several = counts.micro_batches > 1;
     let tokens_of = |m: &PolicyMicroBatch| m.batch.response_lengths.iter().sum::<usize>();
-    let total_tokens: usize = micros.iter().map(tokens_of).sum();
-    let total_seqs: usize = micros
-        .iter()
-        .map(|m| m.batch.response_lengths.iter().filter(|&&l| l > 0).count())
-        .sum();
+    let total_tokens = counts.tokens;
     let norm = AggNorm {
         batch_num_tokens: several.then_some(total_tokens.max(1) as f64),
-        global_batch_size: several.then_some(total_seqs.max(1) as f64),
+        global_batch_size: several.then_some(counts.sequences.max(1) as f64),
         loss_scale_factor: settings.loss_scale_factor,
     };
     let mut accumulated = GradientsAccumulator::<Qwen2ForCausalLM>::new();
@@ -115,7 +153,7 @@ pub fn policy_gradients(
             let w = if !several || SUMMED.contains(&k) {
                 1.0
             } else if k == KL_COEF {
-                1.0 / micros.len() as f64
+                1.0 / counts.micro_batches as f64
             } else {
                 share
             };

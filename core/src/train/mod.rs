@@ -2,6 +2,7 @@
 //! log-probs, evaluation, the run folder, and supervised pretraining of the built-in tiny model.
 
 pub mod builtin;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod evaluate;
@@ -12,6 +13,7 @@ pub mod sequence;
 pub mod summary;
 pub mod trainer;
 
+pub use collective::{Collective, SingleProcess};
 pub use config::{ConfigSources, TrainConfig};
 pub use summary::RunSummary;
 pub use trainer::{Event, RunPlan, TrainError, TrainOptions, train};

@@ -54,9 +54,15 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, RunDirError> {
 /// One step's scalars, by namespaced name (`reward/mean`, `val/accuracy`, ...).
 pub type StepMetrics = BTreeMap<String, f64>;
 
-/// Writes a run folder.
+/// Writes a run folder (or, for the workers of a data-parallel run other than rank 0, knows
+/// its path and writes nothing: [`RunDir::follower`]).
 pub struct RunDir {
     root: PathBuf,
+    files: Option<LogFiles>,
+}
+
+/// The open log files of the writing worker.
+struct LogFiles {
     metrics: File,
     audit: File,
     tb: EventWriter,
@@ -104,11 +110,26 @@ impl RunDir {
         };
         let tb_dir = root.join(TB_DIR);
         Ok(Self {
-            metrics: open(&metrics_path)?,
-            audit: open(&audit_path)?,
-            tb: io(&tb_dir, EventWriter::create(&tb_dir))?,
+            files: Some(LogFiles {
+                metrics: open(&metrics_path)?,
+                audit: open(&audit_path)?,
+                tb: io(&tb_dir, EventWriter::create(&tb_dir))?,
+            }),
             root: root.to_path_buf(),
         })
+    }
+
+    /// The folder of a run that another worker writes: every write is skipped.
+    pub fn follower(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            files: None,
+        }
+    }
+
+    /// Whether this worker writes the folder.
+    pub fn writes(&self) -> bool {
+        self.files.is_some()
     }
 
     /// The folder.
@@ -123,12 +144,18 @@ impl RunDir {
 
     /// Writes `text` to `name` in the folder.
     pub fn write_file(&self, name: &str, text: &str) -> Result<(), RunDirError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let path = self.root.join(name);
         io(&path, std::fs::write(&path, text))
     }
 
     /// Appends one step's metrics to metrics.jsonl and TensorBoard.
     pub fn log_step(&mut self, step: u64, metrics: &StepMetrics) -> Result<(), RunDirError> {
+        let Some(files) = &mut self.files else {
+            return Ok(());
+        };
         let mut line = serde_json::Map::new();
         line.insert("step".into(), step.into());
         for (k, v) in metrics {
@@ -142,19 +169,22 @@ impl RunDir {
         let path = self.root.join(METRICS_FILE);
         io(
             &path,
-            writeln!(self.metrics, "{}", serde_json::Value::Object(line)),
+            writeln!(files.metrics, "{}", serde_json::Value::Object(line)),
         )?;
-        io(&path, self.metrics.flush())?;
+        io(&path, files.metrics.flush())?;
         let scalars: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let tb = self.root.join(TB_DIR);
-        io(&tb, self.tb.scalars(step, &scalars))
+        io(&tb, files.tb.scalars(step, &scalars))
     }
 
     /// Appends one line to noise_audit.jsonl.
     pub fn log_audit(&mut self, line: &str) -> Result<(), RunDirError> {
+        let Some(files) = &mut self.files else {
+            return Ok(());
+        };
         let path = self.root.join(AUDIT_FILE);
-        io(&path, writeln!(self.audit, "{line}"))?;
-        io(&path, self.audit.flush())
+        io(&path, writeln!(files.audit, "{line}"))?;
+        io(&path, files.audit.flush())
     }
 }
 
@@ -198,5 +228,17 @@ mod tests {
             3
         );
         std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn a_follower_writes_nothing() {
+        let root = std::env::temp_dir().join(format!("aqn-rundir-follower-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut run = RunDir::follower(&root);
+        assert!(!run.writes());
+        run.log_step(1, &StepMetrics::new()).unwrap();
+        run.log_audit("{}").unwrap();
+        run.write_file(CONFIG_FILE, "x").unwrap();
+        assert!(!root.exists());
     }
 }

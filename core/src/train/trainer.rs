@@ -26,16 +26,21 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::collective::{Collective, all_gather_json, shard, sum_gradients, sum_metrics};
 use super::config::{BUILTIN_TINY, BaseStorage, FinetuneMode, TrainConfig};
 use super::data::{DataStream, ProblemSet};
-use super::evaluate::{EvalError, EvalResult, evaluate, prompt_ids};
-use super::micro_batch::{PolicyLossSettings, PolicyMicroBatch, policy_gradients};
+use super::evaluate::{EvalError, EvalPart, EvalResult, evaluate_part, prompt_ids};
+use super::micro_batch::{
+    MiniBatchCounts, PolicyLossSettings, PolicyMicroBatch, policy_gradients_of,
+};
 use super::run_dir::{CONFIG_FILE, RunDir, RunDirError, SUMMARY_FILE, StepMetrics};
 use super::sequence::{SequenceBatch, response_logprobs};
 use super::summary::RunSummary;
 use crate::aqn::{Aqn, AqnError};
 use crate::model::loader::{LoadPlan, load_qwen2_with};
-use crate::model::{GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, SamplingConfig, generate};
+use crate::model::{
+    GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, RowSampling, SamplingConfig, generate_with,
+};
 use crate::phase::Phase;
 use crate::qat::QuantConfig;
 use crate::rl::agg_loss::AggMode;
@@ -149,6 +154,9 @@ pub struct TrainOptions {
     pub device: Device,
     /// Continue from the latest checkpoint in `run_dir`.
     pub resume: bool,
+    /// The workers of a data-parallel run ([`SingleProcess`] for one): rollouts, evaluation and
+    /// micro-batches are sharded across them, gradients summed; rank 0 writes the run folder.
+    pub collective: Box<dyn Collective>,
 }
 
 /// What a checkpoint holds besides the weights and the optimizer.
@@ -303,7 +311,7 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<(u64, PathBuf)> {
 }
 
 /// One sampled response.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Sample {
     /// Index into the tokenized training prompts.
     prompt: usize,
@@ -354,6 +362,7 @@ fn weight_bytes(model: &Qwen2ForCausalLM) -> usize {
 /// The trainer's state between steps.
 struct Run<'a> {
     config: &'a TrainConfig,
+    collective: &'a dyn Collective,
     device: Device,
     dir: RunDir,
     model_dir: PathBuf,
@@ -512,7 +521,7 @@ pub fn describe(config: &TrainConfig) -> String {
 impl<'a> Run<'a> {
     fn new(
         config: &'a TrainConfig,
-        options: &TrainOptions,
+        options: &'a TrainOptions,
         checkpoint: Option<&(u64, PathBuf)>,
     ) -> Result<Self, TrainError> {
         let device = options.device.clone();
@@ -521,7 +530,13 @@ impl<'a> Run<'a> {
                 "training needs an autodiff device".into(),
             ));
         }
-        let dir = RunDir::open(&options.run_dir, checkpoint.map(|(s, _)| *s))?;
+        let collective = options.collective.as_ref();
+        // Rank 0 writes the run folder; the other workers of a data-parallel run only read it.
+        let dir = if collective.rank() == 0 {
+            RunDir::open(&options.run_dir, checkpoint.map(|(s, _)| *s))?
+        } else {
+            RunDir::follower(&options.run_dir)
+        };
         if checkpoint.is_none() {
             dir.write_file(CONFIG_FILE, &config.to_toml())?;
         }
@@ -713,6 +728,7 @@ impl<'a> Run<'a> {
             .map_err(ctx("[optim.schedule]"))?;
         Ok(Self {
             config,
+            collective,
             device,
             dir,
             model_dir,
@@ -750,14 +766,7 @@ impl<'a> Run<'a> {
         on_event: &mut impl FnMut(Event),
     ) -> Result<EvalResult, TrainError> {
         let model = self.policy.valid();
-        let result = evaluate(
-            &model,
-            &self.tokenizer,
-            self.eval_problems(),
-            &self.eval_generation,
-            self.config.eval.batch_size,
-            |_| {},
-        )?;
+        let result = self.evaluate_sharded(&model)?;
         let mut metrics = StepMetrics::new();
         metrics.insert("val/accuracy".into(), result.accuracy);
         metrics.insert("val/accuracy_flexible".into(), result.accuracy_flexible);
@@ -766,14 +775,7 @@ impl<'a> Run<'a> {
             let bf16 = model
                 .with_quantization(&QuantConfig::default())
                 .map_err(ctx("BF16 evaluation"))?;
-            let r = evaluate(
-                &bf16,
-                &self.tokenizer,
-                self.eval_problems(),
-                &self.eval_generation,
-                self.config.eval.batch_size,
-                |_| {},
-            )?;
+            let r = self.evaluate_sharded(&bf16)?;
             metrics.insert("val_bf16/accuracy".into(), r.accuracy);
         }
         self.dir.log_step(step, &metrics)?;
@@ -782,6 +784,23 @@ impl<'a> Run<'a> {
             result: &result,
         });
         Ok(result)
+    }
+
+    /// [`evaluate`] of `model` on the evaluation problems, the generation batches shared among
+    /// the workers (every worker returns the whole result).
+    fn evaluate_sharded(&self, model: &Qwen2ForCausalLM) -> Result<EvalResult, TrainError> {
+        let c = self.collective;
+        let part = evaluate_part(
+            model,
+            &self.tokenizer,
+            self.eval_problems(),
+            &self.eval_generation,
+            self.config.eval.batch_size,
+            (c.rank(), c.world_size()),
+            |_| {},
+        )?;
+        let parts = all_gather_json(c, &part);
+        Ok(EvalPart::merge(&parts, self.eval_problems().len()))
     }
 
     /// Generates one batch of groups for `step` (`batch` is the generation batch's index).
@@ -804,26 +823,39 @@ impl<'a> Run<'a> {
             top_p: (cfg.rollout.top_p < 1.0).then_some(cfg.rollout.top_p),
             seed: counter_hash(cfg.trainer.seed ^ ROLLOUT_SALT, step * 1024 + batch),
         };
-        // Micro-batches bound the KV cache; each draws from its own stream (the whole batch at
-        // once keeps the stream of the batch).
+        // Each row draws from its own stream (seeded by its index in the batch), so a row's
+        // response does not depend on how the rows are grouped: in micro-batches (which bound
+        // the KV cache) or across the workers of a data-parallel run, which take the groups
+        // of a contiguous block of prompts each.
+        let c = self.collective;
+        let mine = shard(prompts.len(), c.rank(), c.world_size());
+        let my_rows = mine.start * n..mine.end * n;
         let micro = match cfg.rollout.micro_batch_size {
-            0 => ids.len(),
-            m => m.min(ids.len()),
+            0 => my_rows.len().max(1),
+            m => m.min(my_rows.len().max(1)),
         };
-        let mut rows: Vec<(Vec<u32>, bool)> = Vec::with_capacity(ids.len());
-        for (c, chunk) in ids.chunks(micro).enumerate() {
-            let mut sampler = SamplingConfig {
-                seed: if micro == ids.len() {
-                    sampling.seed
-                } else {
-                    counter_hash(sampling.seed, c as u64)
-                },
-                ..sampling.clone()
-            }
-            .build()
-            .map_err(ctx("[rollout] sampling"))?;
-            let rollout = generate(model, chunk, &self.generation, &mut sampler)
-                .map_err(ctx(format!("generating step {step}")))?;
+        let mut rows: Vec<(Vec<u32>, bool)> = Vec::with_capacity(my_rows.len());
+        let row_ids: Vec<usize> = my_rows.collect();
+        for chunk in row_ids.chunks(micro) {
+            let mut samplers = chunk
+                .iter()
+                .map(|&r| {
+                    SamplingConfig {
+                        seed: counter_hash(sampling.seed, r as u64),
+                        ..sampling.clone()
+                    }
+                    .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ctx("[rollout] sampling"))?;
+            let chunk_ids: Vec<Vec<u32>> = chunk.iter().map(|&r| ids[r].clone()).collect();
+            let rollout = generate_with(
+                model,
+                &chunk_ids,
+                &self.generation,
+                RowSampling::PerRow(&mut samplers),
+            )
+            .map_err(ctx(format!("generating step {step}")))?;
             for ((len, finished), response) in rollout
                 .lengths()
                 .into_iter()
@@ -833,8 +865,8 @@ impl<'a> Run<'a> {
                 rows.push((response[..len].to_vec(), finished));
             }
         }
-        let mut samples = Vec::with_capacity(ids.len());
-        for (row, (response, finished)) in rows.into_iter().enumerate() {
+        let mut samples = Vec::with_capacity(rows.len());
+        for (row, (response, finished)) in (mine.start * n..).zip(rows) {
             let len = response.len();
             let prompt = prompts[row / n];
             let text = self
@@ -856,16 +888,24 @@ impl<'a> Run<'a> {
                 truncated: !finished,
             });
         }
-        Ok(samples)
+        // Every worker continues with the whole batch, in row order.
+        Ok(all_gather_json(c, &samples).into_iter().flatten().collect())
     }
 
     /// The samples of each mini-batch (`[mini][micro]` index ranges into `samples`): mini-batches
     /// of `ppo_mini_batch_size * n` responses, each cut into micro-batches of
     /// `ppo_micro_batch_size` responses (one piece when it is 0).
+    ///
+    /// In a data-parallel run a mini-batch given in one piece is cut into one micro-batch per
+    /// worker (the same update, the loss normalized by the whole mini-batch).
     fn micro_batches(&self, total: usize) -> Vec<Vec<std::ops::Range<usize>>> {
         let cfg = self.config;
         let rows = cfg.batch.mini() * cfg.rollout.n;
-        let micro = cfg.batch.micro(cfg.rollout.n);
+        let world = self.collective.world_size();
+        let micro = match cfg.batch.micro(cfg.rollout.n) {
+            m if m >= rows && world > 1 => rows.div_ceil(world),
+            m => m,
+        };
         (0..total.div_ceil(rows))
             .map(|mb| {
                 let (start, end) = (mb * rows, ((mb + 1) * rows).min(total));
@@ -877,16 +917,31 @@ impl<'a> Run<'a> {
             .collect()
     }
 
+    /// Whether this worker computes micro-batch `u` of a mini-batch (micro-batches go round-robin
+    /// over the workers of a data-parallel run).
+    fn owns(&self, u: usize) -> bool {
+        u % self.collective.world_size() == self.collective.rank()
+    }
+
     /// Log-probs of `samples` under `model` (no gradient), one tensor per micro-batch of
-    /// [`Self::micro_batches`].
-    fn logprobs(&self, model: &Qwen2ForCausalLM, samples: &[Sample]) -> Vec<Vec<Tensor<2>>> {
+    /// [`Self::micro_batches`] that this worker owns (`None` for the others').
+    fn logprobs(
+        &self,
+        model: &Qwen2ForCausalLM,
+        samples: &[Sample],
+    ) -> Vec<Vec<Option<Tensor<2>>>> {
         let model = model.valid();
         self.micro_batches(samples.len())
             .into_iter()
             .map(|micros| {
                 micros
                     .into_iter()
-                    .map(|r| response_logprobs(&model, &self.batch_of(&samples[r]), false).0)
+                    .enumerate()
+                    .map(|(u, r)| {
+                        self.owns(u).then(|| {
+                            response_logprobs(&model, &self.batch_of(&samples[r]), false).0
+                        })
+                    })
                     .collect()
             })
             .collect()
@@ -998,9 +1053,9 @@ impl<'a> Run<'a> {
                 .hw_noise
                 .as_ref()
                 .is_some_and(|h| h.phase.includes(Phase::Training));
-        let old: Option<Vec<Vec<Tensor<2>>>> =
+        let old: Option<Vec<Vec<Option<Tensor<2>>>>> =
             (!on_policy).then(|| self.logprobs(&train_model, &samples));
-        let reference: Option<Vec<Vec<Tensor<2>>>> =
+        let reference: Option<Vec<Vec<Option<Tensor<2>>>>> =
             self.reference.as_ref().map(|r| self.logprobs(r, &samples));
 
         // 3. Rewards (KL in the reward when configured), advantages.
@@ -1012,13 +1067,20 @@ impl<'a> Run<'a> {
             let refs = reference
                 .as_ref()
                 .expect("a KL placement builds the reference");
+            // The penalized scores of the owned micro-batches (zeros elsewhere, so the sum over
+            // the workers is every score), then the KL metrics as sequence-weighted sums.
+            let mut penalized = vec![0.0f64; samples.len()];
+            let mut kl_metrics = StepMetrics::new();
             let ranges = self.micro_batches(samples.len()).into_iter().flatten();
             for ((range, o), r) in ranges
                 .zip(old_all.iter().flatten())
                 .zip(refs.iter().flatten())
             {
+                let (Some(o), Some(r)) = (o, r) else {
+                    continue;
+                };
                 let mask = self.batch_of(&samples[range.clone()]).response_mask;
-                let (penalized, m) = compute_kl_in_reward(
+                let (p, m) = compute_kl_in_reward(
                     &scores[range.clone()],
                     o.clone(),
                     r.clone(),
@@ -1026,8 +1088,15 @@ impl<'a> Run<'a> {
                     &cfg.algorithm.kl,
                 )
                 .map_err(ctx("KL in reward"))?;
-                scores[range].copy_from_slice(&penalized);
-                metrics.extend(m.into_iter().map(|(k, v)| (k.to_string(), v)));
+                penalized[range.clone()].copy_from_slice(&p);
+                for (k, v) in m {
+                    *kl_metrics.entry(k.to_string()).or_default() += v * range.len() as f64;
+                }
+            }
+            self.collective.sum_f64(&mut penalized);
+            scores = penalized;
+            for (k, v) in sum_metrics(self.collective, &kl_metrics) {
+                metrics.insert(k, v / samples.len().max(1) as f64);
             }
         }
         let groups: Vec<u64> = samples.iter().map(|s| s.group).collect();
@@ -1055,15 +1124,30 @@ impl<'a> Run<'a> {
                 }
             }
             for &mb in &order {
+                // This worker's micro-batches of the mini-batch; the loss is normalized by all.
+                let counts = MiniBatchCounts {
+                    micro_batches: micro_batches[mb].len(),
+                    tokens: micro_batches[mb]
+                        .iter()
+                        .flat_map(|r| &samples[r.clone()])
+                        .map(|s| s.response.len())
+                        .sum(),
+                    sequences: micro_batches[mb]
+                        .iter()
+                        .flat_map(|r| &samples[r.clone()])
+                        .filter(|s| !s.response.is_empty())
+                        .count(),
+                };
                 let micros: Vec<PolicyMicroBatch> = micro_batches[mb]
                     .iter()
                     .enumerate()
+                    .filter(|(u, _)| self.owns(*u))
                     .map(|(u, range)| PolicyMicroBatch {
                         batch: self.batch_of(&samples[range.clone()]),
                         advantages: advantages[range.clone()].to_vec(),
-                        old_log_prob: old.as_ref().map(|o| o[mb][u].clone()),
+                        old_log_prob: old.as_ref().and_then(|o| o[mb][u].clone()),
                         ref_log_prob: match (cfg.algorithm.kl.placement, &reference) {
-                            (KlPlacement::Loss, Some(r)) => Some(r[mb][u].clone()),
+                            (KlPlacement::Loss, Some(r)) => r[mb][u].clone(),
                             _ => None,
                         },
                     })
@@ -1076,9 +1160,12 @@ impl<'a> Run<'a> {
                         && cfg.actor.loss_scale_factor.is_none())
                     .then_some(cfg.rollout.max_response_len as f64),
                 };
-                let (grads, m) = policy_gradients(&train_model, &micros, &settings)
+                let (grads, m) = policy_gradients_of(&train_model, &micros, counts, &settings)
                     .map_err(ctx("actor loss"))?;
-                for (k, v) in m {
+                // Data-parallel: the mini-batch's gradients and loss metrics are the sums of the
+                // workers' (the identity for one process).
+                let grads = sum_gradients(self.collective, &train_model, grads);
+                for (k, v) in sum_metrics(self.collective, &m) {
                     *actor.entry(k).or_default() += v;
                 }
                 let lr = self.lr.lr(step);
@@ -1154,6 +1241,10 @@ impl<'a> Run<'a> {
 
     fn save_checkpoint(&mut self, step: u64) -> Result<PathBuf, TrainError> {
         let path = self.dir.checkpoint(step);
+        if !self.dir.writes() {
+            // Another worker (rank 0) writes it: every worker holds the same state.
+            return Ok(path);
+        }
         std::fs::create_dir_all(&path).map_err(ctx(format!("creating {}", path.display())))?;
         match self.config.finetune.mode {
             FinetuneMode::Lora => crate::lora::save_lora_adapter(

@@ -1,14 +1,15 @@
 //! `aqn-native train`: GRPO / DAPO with fake quantization, LoRA, AQN and HW noise.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aqn_core::train::config::{ConfigSources, preset_names, preset_text, profile_names};
 use aqn_core::train::run_dir::CONFIG_FILE;
-use aqn_core::train::{Event, TrainConfig, TrainOptions, train};
+use aqn_core::train::{Collective, Event, TrainConfig, TrainOptions, train};
 use clap::Args;
 
 use crate::backend::BackendArgs;
+use crate::distributed::{self, Role};
 use crate::progress;
 
 /// Arguments of `train`.
@@ -58,6 +59,15 @@ pub struct TrainArgs {
     /// List the presets and profiles and exit.
     #[arg(long)]
     list_presets: bool,
+    /// Data-parallel training with N workers on this machine (N > 1 needs the `mpi` build; it
+    /// runs `mpirun -n N` over TCP on 127.0.0.1, each worker with cores / N threads). The
+    /// generation batch's prompts, the evaluation and the micro-batches of every mini-batch are
+    /// shared among the workers, the gradients summed, and every worker takes the same
+    /// optimizer step: the same run as one process, up to float rounding. Rank 0 prints and
+    /// writes the run folder. Across machines start the workers with `mpirun` yourself
+    /// (`mpirun -H host1,host2 -n 2 aqn-native train ...`; README "Data-parallel training").
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -89,6 +99,9 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
 
 /// Runs `train`.
 pub fn run(args: TrainArgs) -> Result<()> {
+    if args.workers == Some(0) {
+        bail!("--workers 0: a run needs at least one worker");
+    }
     if args.list_presets {
         println!("presets:");
         for name in preset_names() {
@@ -141,7 +154,38 @@ pub fn run(args: TrainArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    if !resume && run_dir.join(CONFIG_FILE).exists() {
+    let collective = match distributed::role(args.workers)? {
+        Role::Launch(n) => return distributed::launch(n),
+        Role::Single => distributed::single(),
+        Role::Worker(c) => c,
+    };
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let result = run_training(&args, &config, &run_dir, resume, collective);
+    match result {
+        Err(e) if world > 1 => {
+            // The others may be waiting for this worker: stop the whole job, naming the rank.
+            eprintln!("error: worker rank {rank} of {world}: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
+            distributed::abort_job(1);
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// Trains as one process or as worker `collective.rank()` of a data-parallel run (rank 0 checks
+/// and writes the run folder and prints; the other workers are silent unless they fail).
+fn run_training(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    collective: Box<dyn Collective>,
+) -> Result<()> {
+    let leader = collective.rank() == 0;
+    if leader && !resume && run_dir.join(CONFIG_FILE).exists() {
         if !args.overwrite {
             bail!(
                 "{} already holds a run ({CONFIG_FILE}); continue it with `--resume {}`, choose another --run-dir, or replace it with --overwrite",
@@ -149,20 +193,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 run_dir.display()
             );
         }
-        std::fs::remove_dir_all(&run_dir)
+        std::fs::remove_dir_all(run_dir)
             .with_context(|| format!("removing the old run {}", run_dir.display()))?;
     }
     let device = args.backend.autodiff_device()?;
+    let world = collective.world_size();
     let options = TrainOptions {
-        run_dir: run_dir.clone(),
+        run_dir: run_dir.to_path_buf(),
         device,
         resume,
+        collective,
     };
     let mut pb = None;
     let mut last_val: Option<f64> = None;
-    let summary = train(&config, &options, |event| match event {
+    let summary = train(config, &options, |event| match event {
+        _ if !leader => {}
         Event::Plan(plan) => {
             eprintln!("run      {}", run_dir.display());
+            if world > 1 {
+                eprintln!(
+                    "workers  {world} (data-parallel: rollouts, evaluation and micro-batches shared, gradients summed)"
+                );
+            }
             eprintln!("setup    {}", plan.description);
             eprintln!("model    {} ({} trainable parameters)", plan.model, plan.trainable_params);
             eprintln!(
@@ -236,6 +288,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     .with_context(|| format!("training run {}", run_dir.display()))?;
     if let Some(b) = pb {
         b.finish_and_clear();
+    }
+    if !leader {
+        return Ok(());
     }
     eprintln!(
         "done     {}: accuracy {:.1}% at step {} (base {:.1}%, peak {:.1}% at step {}) in {:.0}s; summary in {}",
