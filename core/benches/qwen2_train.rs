@@ -5,7 +5,12 @@
 //! key/value heads, vocab 1024, untied lm_head), a batch of 8 x 256 tokens without padding:
 //! - `forward`: the logits of every position on a plain (non-autodiff) device;
 //! - `forward_backward`: on an autodiff device, the loss `-mean(log_softmax(logits)[target])` of
-//!   the next token at every position, and its backward pass (gradients of every parameter).
+//!   the next token at every position (the trainer's `token_logprobs`), and its backward pass
+//!   (gradients of every parameter).
+//!
+//! - `decode_tiny`, `decode_h256`: rollouts with the KV cache on the plain device (generated
+//!   tokens/s): 128 prompts x 48 tokens + 64 new with assets/tiny's architecture, 32 x 64 + 64
+//!   with the config above; sampling at temperature 1, no end-of-sequence token.
 //!
 //! Each is run `AQN_BENCH_WARMUP` times untimed, then `AQN_BENCH_REPEATS` times timed; the
 //! throughput is batch x seq tokens over the median time. The result is one JSON line on stdout.
@@ -17,8 +22,10 @@
 
 use std::time::Instant;
 
-use aqn_core::model::{Padding, Qwen2Config, Qwen2ForCausalLM};
-use burn::tensor::activation::log_softmax;
+use aqn_core::model::{
+    GenerationConfig, Padding, Qwen2Config, Qwen2ForCausalLM, SamplingConfig, generate,
+};
+use aqn_core::train::sequence::token_logprobs;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 const VOCAB: usize = 1024;
@@ -103,8 +110,65 @@ fn token_ids(batch: usize, seq: usize, device: &Device) -> (Tensor<2, Int>, Tens
 fn loss(model: &Qwen2ForCausalLM, input: &Tensor<2, Int>, targets: &Tensor<2, Int>) -> Tensor<1> {
     let padding = Padding::none(input.dims()[0]);
     let logits = model.forward(input.clone(), &padding, None);
-    let picked = log_softmax(logits, 2).gather(2, targets.clone().unsqueeze_dim(2));
+    // The trainer's log-prob of the taken token (fused on the CPU backend).
+    let (picked, _) = token_logprobs(logits, targets.clone(), false);
     picked.mean().neg()
+}
+
+/// A decoding run: `batch` prompts of `prompt` tokens (no padding), `new` tokens each sampled at
+/// temperature 1 with no end-of-sequence token, so every row runs to the end.
+struct DecodeCase {
+    config: Qwen2Config,
+    batch: usize,
+    prompt: usize,
+    new: usize,
+}
+
+impl DecodeCase {
+    /// assets/tiny's architecture (vocab 54, hidden 128, intermediate 384, 4 layers, 4/2 heads),
+    /// a rollout micro-batch of the main job's size (16 prompts x 8 responses).
+    fn tiny() -> Self {
+        Self {
+            config: Qwen2Config::new(54, 128, 384, 4, 4, 2),
+            batch: 128,
+            prompt: 48,
+            new: 64,
+        }
+    }
+
+    /// The bench's config.
+    fn h256(config: Qwen2Config) -> Self {
+        Self {
+            config,
+            batch: 32,
+            prompt: 64,
+            new: 64,
+        }
+    }
+}
+
+/// Generated tokens/s of `case` on the plain CPU device.
+fn decode(case: &DecodeCase, warmup: usize, repeats: usize) -> (Timing, usize) {
+    let device = Device::ndarray();
+    let config = case
+        .config
+        .clone()
+        .with_max_position_embeddings(case.prompt + case.new + 1);
+    let model = config.init(&device);
+    let vocab = config.vocab_size as u64;
+    let prompts: Vec<Vec<u32>> = (0..case.batch)
+        .map(|b| {
+            (0..case.prompt)
+                .map(|i| (aqn_core::rng::counter_hash(b as u64, i as u64) % vocab) as u32)
+                .collect()
+        })
+        .collect();
+    let generation = GenerationConfig::new(case.new, vec![], 0);
+    let timing = time(warmup, repeats, || {
+        let mut sampler = SamplingConfig::with_temperature(1.0, 7).build().unwrap();
+        std::hint::black_box(generate(&model, &prompts, &generation, &mut sampler).unwrap());
+    });
+    (timing, case.batch * case.new)
 }
 
 fn main() {
@@ -139,8 +203,21 @@ fn main() {
         std::hint::black_box(loss.backward());
     });
 
+    drop(model);
+
+    // Decoding with the KV cache (rollouts): the built-in tiny model's config and this one.
+    let decode = [
+        ("decode_tiny", DecodeCase::tiny()),
+        ("decode_h256", DecodeCase::h256(config.clone())),
+    ]
+    .map(|(name, case)| {
+        let (timing, tokens) = decode(&case, warmup, repeats);
+        format!("\"{name}\":{}", timing.json(tokens))
+    })
+    .join(",");
+
     println!(
-        "{{\"impl\":\"aqn-burn-ndarray\",\"rayon_threads\":{},\"matmul_threads\":{},\"config\":{{\"vocab\":{VOCAB},\"hidden\":{HIDDEN},\"intermediate\":{INTERMEDIATE},\"layers\":{LAYERS},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS}}},\"batch\":{batch},\"seq\":{seq},\"tokens\":{tokens},\"warmup\":{warmup},\"repeats\":{repeats},\"loss\":{last_loss:.5},\"forward\":{},\"forward_backward\":{}}}",
+        "{{\"impl\":\"aqn-burn-ndarray\",\"rayon_threads\":{},\"matmul_threads\":{},\"config\":{{\"vocab\":{VOCAB},\"hidden\":{HIDDEN},\"intermediate\":{INTERMEDIATE},\"layers\":{LAYERS},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS}}},\"batch\":{batch},\"seq\":{seq},\"tokens\":{tokens},\"warmup\":{warmup},\"repeats\":{repeats},\"loss\":{last_loss:.5},\"forward\":{},\"forward_backward\":{},{decode}}}",
         pool_threads("RAYON_NUM_THREADS", usize::MAX),
         // matrixmultiply defaults to the physical cores (this counts logical ones) and caps at 4.
         pool_threads("MATMUL_NUM_THREADS", 4),

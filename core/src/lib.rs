@@ -7,6 +7,8 @@
 #[cfg(feature = "burn")]
 pub mod aqn;
 pub mod config;
+#[cfg(feature = "burn")]
+pub mod cpu;
 pub mod error_stats;
 pub mod formats;
 #[cfg(feature = "burn")]

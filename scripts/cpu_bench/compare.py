@@ -29,7 +29,9 @@ def main():
         if not os.path.exists(torch_path):
             continue
         rust, torch = load(rust_path), load(torch_path)
-        for phase in ("forward", "forward_backward"):
+        for phase in ("forward", "forward_backward", "decode_tiny", "decode_h256"):
+            if phase not in rust or phase not in torch:
+                continue
             r, t = rust[phase]["tokens_per_s"], torch[phase]["tokens_per_s"]
             rows.append((threads, phase, r, t, r / t))
     if not rows:
@@ -39,7 +41,8 @@ def main():
     print(
         f"Qwen2 hidden {c['hidden']}, intermediate {c['intermediate']}, {c['layers']} layers, "
         f"{c['heads']}/{c['kv_heads']} heads, vocab {c['vocab']}; batch {first['batch']} x seq "
-        f"{first['seq']}; tokens/s over the median of {first['repeats']} runs"
+        f"{first['seq']}; tokens/s over the median of {first['repeats']} runs (decode: generated "
+        "tokens/s with the KV cache; transformers' generate)"
     )
     print()
     print("| threads | phase | Rust (Burn NdArray) tok/s | PyTorch eager tok/s | Rust / PyTorch |")

@@ -7,6 +7,9 @@ of 8 x 256 tokens without padding:
   forward           logits of every position under torch.no_grad() (model.eval());
   forward_backward  loss = -mean(log_softmax(logits)[next token]) at every position, backward
                     (model.train(); gradients set to None before each step, outside the clock).
+  decode_tiny       generate() with the KV cache, 128 prompts x 48 tokens + 64 sampled (temperature 1,
+                    no EOS) with the built-in tiny model's architecture (vocab 54, hidden 128, 4 layers)
+  decode_h256       the same with the config above, 32 prompts x 64 tokens + 64
 Each is run --warmup times untimed, then --repeats times timed; throughput is batch x seq tokens
 over the median time. Prints one JSON line (the same fields as the Rust bench).
 
@@ -105,6 +108,46 @@ def main():
 
     fwd_bwd = timing(args.warmup, args.repeats, forward_backward, before=zero)
 
+    # Decoding with the KV cache (transformers' generate): the built-in tiny model's architecture
+    # and this config, as core/benches/qwen2_train.rs runs them.
+    decode = {}
+    for name, (vocab, hidden, inter, layers, heads, kv), batch, prompt, new in (
+        ("decode_tiny", (54, 128, 384, 4, 4, 2), 128, 48, 64),
+        ("decode_h256", (VOCAB, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS), 32, 64, 64),
+    ):
+        cfg = Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            max_position_embeddings=prompt + new + 1,
+            tie_word_embeddings=False,
+        )
+        gen_model = Qwen2ForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+        gen_model.eval()
+        gen_model.generation_config.eos_token_id = None
+        gen_model.generation_config.pad_token_id = 0
+        prompt_ids = torch.randint(0, vocab, (batch, prompt), generator=g)
+        mask = torch.ones_like(prompt_ids)
+
+        def generate():
+            with torch.no_grad():
+                out = gen_model.generate(
+                    input_ids=prompt_ids,
+                    attention_mask=mask,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=0,
+                    top_p=1.0,
+                )
+            assert out.shape == (batch, prompt + new), out.shape
+
+        decode[name] = summary(timing(args.warmup, args.repeats, generate), batch * new)
+
     print(
         json.dumps(
             {
@@ -128,6 +171,7 @@ def main():
                 "loss": round(last["loss"], 5),
                 "forward": summary(fwd, tokens),
                 "forward_backward": summary(fwd_bwd, tokens),
+                **decode,
             }
         )
     )

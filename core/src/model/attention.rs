@@ -199,6 +199,31 @@ pub fn grouped_query_attention_with(
     hooks.context(weights.matmul(v)).reshape([b, h, s, d])
 }
 
+/// The attention mask of one forward pass, `[batch, 1, seq, keys]`, true where a query may not
+/// see a key: as a tensor (the composed attention) and as host values (the fused CPU kernel),
+/// built once for every layer.
+#[derive(Clone, Debug)]
+pub struct AttentionMask {
+    /// The mask as a tensor.
+    pub tensor: Tensor<4, Bool>,
+    /// The same values, row-major.
+    pub hidden: std::sync::Arc<Vec<bool>>,
+}
+
+impl AttentionMask {
+    /// The mask of `hidden` (row-major `[batch, 1, seq, keys]`) on `device`.
+    pub fn new(hidden: Vec<bool>, dims: [usize; 4], device: &Device) -> Self {
+        let tensor = Tensor::<4, Bool>::from_data(
+            burn::tensor::TensorData::new(hidden.clone(), dims),
+            device,
+        );
+        Self {
+            tensor,
+            hidden: std::sync::Arc::new(hidden),
+        }
+    }
+}
+
 impl Attention {
     /// Self-attention over the cached positions and the new ones.
     ///
@@ -215,24 +240,40 @@ impl Attention {
         &self,
         x: Tensor<3>,
         rope: &RotaryTables,
-        mask: &Tensor<4, Bool>,
+        mask: &AttentionMask,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, self.head_dim]).swap_dims(1, 2);
-        let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
-        let k = rope.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
+        let rotated = |t: Tensor<3>, n: usize| {
+            if crate::cpu::fused_cpu_available(&t.device(), t.dtype()) {
+                // The split into heads and the rotation in one pass (tested against these).
+                crate::cpu::rope_heads(t, n, rope.cos_host.clone(), rope.sin_host.clone())
+            } else {
+                rope.apply(heads(t, n))
+            }
+        };
+        let q = rotated(self.q_proj.forward(x.clone()), self.num_heads);
+        let k = rotated(self.k_proj.forward(x.clone()), self.num_kv_heads);
         let v = heads(self.v_proj.forward(x), self.num_kv_heads);
         let (k_t, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k.swap_dims(2, 3), v),
         };
         let scale = (self.head_dim as f64).powf(-0.5);
-        let out = grouped_query_attention_with(q, k_t, v, mask.clone(), scale, &self.hooks);
-        self.o_proj.forward(
-            out.swap_dims(1, 2)
-                .reshape([b, s, self.num_heads * self.head_dim]),
-        )
+        let fused = crate::cpu::fused_cpu_available(&q.device(), q.dtype())
+            && self.hooks.scores.is_none()
+            && self.hooks.context.is_none();
+        let out = if fused {
+            // One multi-threaded kernel each way on the CPU backend (tested against the
+            // composed version), already in the output projection's layout.
+            crate::cpu::attention(q, k_t, v, mask.hidden.clone(), scale)
+        } else {
+            grouped_query_attention_with(q, k_t, v, mask.tensor.clone(), scale, &self.hooks)
+                .swap_dims(1, 2)
+                .reshape([b, s, self.num_heads * self.head_dim])
+        };
+        self.o_proj.forward(out)
     }
 }
 

@@ -2,9 +2,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
-use super::attention::{Attention, AttentionConfig};
+use super::attention::{Attention, AttentionConfig, AttentionMask};
 use super::cache::LayerCache;
 use super::mlp::{Mlp, MlpConfig};
 use super::rms_norm::{RmsNorm, RmsNormConfig};
@@ -56,7 +56,7 @@ impl DecoderLayer {
         &self,
         x: Tensor<3>,
         rope: &RotaryTables,
-        mask: &Tensor<4, Bool>,
+        mask: &AttentionMask,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let h = x.clone()

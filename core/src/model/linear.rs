@@ -237,15 +237,22 @@ impl QLinear {
             (Some(packed), _) => packed_linear(xq, packed),
             (None, Some(weight)) => {
                 let weight = self.hooks.quant.effective(weight.val());
-                // CPU backends copy a transposed (non-contiguous) matmul operand into a
-                // contiguous one, so each orientation copies something: `x W^T` copies the
-                // weight (d_out x d_in), `(W x^T)^T` copies the activations in and out
-                // (rows x (d_in + d_out)). Decoding steps have few rows, prefill and training
-                // many: take the cheaper one. Both are `x W^T` (tested to agree).
-                if rows * (d_input + d_output) < d_input * d_output {
-                    weight.matmul(xq.transpose()).transpose()
+                if crate::cpu::fused_cpu_available(&xq.device(), xq.dtype())
+                    && crate::cpu::fused_cpu_available(&weight.device(), weight.dtype())
+                {
+                    // The GEMMs read both operands in place (the same bits as the matmul).
+                    crate::cpu::linear(xq, weight)
                 } else {
-                    xq.matmul(weight.transpose())
+                    // CPU backends copy a transposed (non-contiguous) matmul operand into a
+                    // contiguous one, so each orientation copies something: `x W^T` copies the
+                    // weight (d_out x d_in), `(W x^T)^T` copies the activations in and out
+                    // (rows x (d_in + d_out)). Decoding steps have few rows, prefill and training
+                    // many: take the cheaper one. Both are `x W^T` (tested to agree).
+                    if rows * (d_input + d_output) < d_input * d_output {
+                        weight.matmul(xq.transpose()).transpose()
+                    } else {
+                        xq.matmul(weight.transpose())
+                    }
                 }
             }
             (None, None) => unreachable!("a QLinear holds a latent or a packed weight"),

@@ -9,9 +9,9 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::module::embedding;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::AttentionConfig;
+use super::attention::{AttentionConfig, AttentionMask};
 use super::cache::KvCache;
 use super::config::Qwen2Config;
 use super::decoder_layer::{DecoderLayer, DecoderLayerConfig};
@@ -325,7 +325,7 @@ impl Qwen2ForCausalLM {
         };
         let (positions, mask) = padding.layout(offset, s, keys);
         let rope = self.rotary.tables(&positions, b, s, &device);
-        let mask = Tensor::<4, Bool>::from_data(TensorData::new(mask, [b, 1, s, keys]), &device);
+        let mask = AttentionMask::new(mask, [b, 1, s, keys], &device);
 
         let mut x = self.embed(input_ids);
         let mut layer_outputs = Vec::new();

@@ -50,6 +50,19 @@ impl RmsNorm {
     /// - `x`: `[..., d_model]`
     /// - output: `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let w = self.weight.val();
+        if crate::cpu::fused_cpu_available(&x.device(), x.dtype())
+            && crate::cpu::fused_cpu_available(&w.device(), w.dtype())
+        {
+            // One multi-threaded pass each way on the CPU backend (tested against the reference).
+            return crate::cpu::rms_norm(x, w, self.epsilon);
+        }
+        self.forward_reference(x)
+    }
+
+    /// [`Self::forward`] as composed tensor operations: the plain reference of the fused CPU
+    /// kernel, and the path of every other backend.
+    pub fn forward_reference<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // The mean square is taken in f32 whatever the activation dtype, as HF does: in bf16 the
         // sum of squares of a wide row loses the low bits that decide the scale.
         let dtype = x.dtype();

@@ -33,6 +33,10 @@ pub struct RotaryTables {
     pub cos: Tensor<4>,
     /// `sin(position * inv_freq)`, likewise.
     pub sin: Tensor<4>,
+    /// `cos` on the host, row-major (the fused CPU kernel reads it).
+    pub cos_host: std::sync::Arc<Vec<f32>>,
+    /// `sin` on the host, row-major.
+    pub sin_host: std::sync::Arc<Vec<f32>>,
 }
 
 impl RotaryEmbeddingConfig {
@@ -91,8 +95,10 @@ impl RotaryEmbedding {
         }
         let shape = [batch, 1, seq, d];
         RotaryTables {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: Tensor::from_data(TensorData::new(cos.clone(), shape), device),
+            sin: Tensor::from_data(TensorData::new(sin.clone(), shape), device),
+            cos_host: std::sync::Arc::new(cos),
+            sin_host: std::sync::Arc::new(sin),
         }
     }
 }

@@ -150,8 +150,11 @@ fn forward(x: Tensor<2>, w: &PackedWeight) -> Tensor<2> {
     while o0 < out {
         let o1 = (o0 + height).min(out);
         let tile = decode_tile(w, o0..o1, 0..k, &device);
-        // The orientation the dense projection takes for these sizes (the same arithmetic).
-        let y = if rows * (k + (o1 - o0)) < k * (o1 - o0) {
+        // What the dense projection computes (the same arithmetic): on the CPU the GEMM that
+        // reads the tile in place, elsewhere the cheaper orientation of the backend's matmul.
+        let y = if crate::cpu::fused_cpu_available(&device, x.dtype()) {
+            crate::cpu::linear(x.clone(), tile)
+        } else if rows * (k + (o1 - o0)) < k * (o1 - o0) {
             tile.matmul(x.clone().transpose()).transpose()
         } else {
             x.clone().matmul(tile.transpose())

@@ -1,0 +1,304 @@
+//! Fused grouped-query attention, `softmax(q k^T * scale, hiding mask) v`, forward and backward,
+//! one parallel task per (batch row, key/value head): the scores of the group's query heads are
+//! two GEMMs (matrixmultiply, reading the operands in place through their strides) around one
+//! pass of scaling, masking and softmax; the context is written straight into the
+//! `[batch, seq, heads * head_dim]` layout the output projection reads (no transpose copy).
+//! The composed version is [`crate::model::attention::grouped_query_attention`]; the tests in
+//! `super` check that both agree, values and gradients.
+//!
+//! Backward, per head with `P` the saved probabilities and `dO` the output gradient:
+//! `dV = sum over the group of P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(dP * P))` (0 where
+//! masked), `dQ = scale dS K`, `dK^T = scale Q^T dS` (summed over the group).
+
+use std::sync::Arc;
+
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::host::{HostArray, HostOp, Input, SendPtr, apply};
+use super::simd::{dot, exp, max, multiversion};
+use crate::model::attention::MASKED_SCORE;
+
+/// `softmax(q k^T * scale, hiding mask) v` with every key/value head serving `heads / kv_heads`
+/// consecutive query heads.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`
+/// - `k_t`: `[batch, kv_heads, head_dim, keys]`
+/// - `v`: `[batch, kv_heads, keys, head_dim]`
+/// - `hidden`: `[batch, 1, seq, keys]` row-major, true where a key is hidden
+/// - output: `[batch, seq, heads * head_dim]`
+pub fn attention(
+    q: Tensor<4>,
+    k_t: Tensor<4>,
+    v: Tensor<4>,
+    hidden: Arc<Vec<bool>>,
+    scale: f64,
+) -> Tensor<3> {
+    let [b, h, s, d] = q.dims();
+    let [bk, kv, dk, t] = k_t.dims();
+    assert!(
+        bk == b && dk == d && kv > 0 && h % kv == 0,
+        "attention: q {:?} and k_t {:?} do not fit",
+        q.dims(),
+        k_t.dims()
+    );
+    assert_eq!(v.dims(), [b, kv, t, d], "attention: v");
+    assert_eq!(
+        hidden.len(),
+        b * s * t,
+        "attention: mask of [{b}, 1, {s}, {t}]"
+    );
+    apply(
+        AttentionOp {
+            dims: Dims { b, h, kv, s, t, d },
+            mask: hidden,
+            scale: scale as f32,
+        },
+        [Input::from(q), Input::from(k_t), Input::from(v)],
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    h: usize,
+    kv: usize,
+    s: usize,
+    t: usize,
+    d: usize,
+}
+
+#[derive(Clone, Debug)]
+struct AttentionOp {
+    dims: Dims,
+    /// `[batch, seq, keys]`: true where hidden.
+    mask: Arc<Vec<bool>>,
+    scale: f32,
+}
+
+/// Saved by the forward: the inputs and the probabilities `[batch, heads, seq, keys]`.
+#[derive(Clone, Debug)]
+pub struct AttentionState {
+    q: HostArray,
+    k_t: HostArray,
+    v: HostArray,
+    p: Arc<Vec<f32>>,
+}
+
+/// `C = alpha A B + beta C` for row/column strides (matrixmultiply's `sgemm`).
+///
+/// # Safety
+/// The pointers must address matrices of the given sizes and strides; `c` must not alias `a`
+/// or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize, isize),
+    beta: f32,
+    c: (*mut f32, isize, isize),
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, alpha, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2,
+        );
+    }
+}
+
+multiversion! {
+    /// Masks and normalizes each row of `scores` (`[rows, t]`) in place: hidden entries get
+    /// [`MASKED_SCORE`], then `exp(x - max) / sum`. A hidden entry of a row that sees some key
+    /// is exactly 0 that way (its exp underflows), so only the span from the first to the last
+    /// visible key is computed (half the row under a causal mask); a row that sees nothing
+    /// gets the uniform distribution the masked scores give.
+    fn softmax_rows(scores: &mut [f32], mask: &[bool], t: usize) {
+        for (row, m) in scores.chunks_exact_mut(t).zip(mask.chunks_exact(t)) {
+            let (Some(lo), Some(hi)) = (m.iter().position(|&h| !h), m.iter().rposition(|&h| !h)) else {
+                row.fill(1.0 / t as f32);
+                continue;
+            };
+            row[..lo].fill(0.0);
+            row[hi + 1..].fill(0.0);
+            let span = &mut row[lo..=hi];
+            let hidden = &m[lo..=hi];
+            for (x, &hide) in span.iter_mut().zip(hidden) {
+                if hide {
+                    *x = MASKED_SCORE;
+                }
+            }
+            let top = max(span);
+            for x in span.iter_mut() {
+                *x = exp(*x - top);
+            }
+            let total = super::simd::sum(span);
+            for x in span.iter_mut() {
+                *x /= total;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dS = P * (dP - rowsum(dP * P))` in place of `dp`, 0 where hidden.
+    fn softmax_backward_rows(dp: &mut [f32], p: &[f32], mask: &[bool], t: usize) {
+        for ((drow, prow), m) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)).zip(mask.chunks_exact(t)) {
+            let c = dot(drow, prow);
+            for ((g, &pv), &hide) in drow.iter_mut().zip(prow).zip(m) {
+                *g = if hide { 0.0 } else { pv * (*g - c) };
+            }
+        }
+    }
+}
+
+impl HostOp<3> for AttentionOp {
+    type State = AttentionState;
+
+    fn forward(
+        &self,
+        [q, k_t, v]: [&HostArray; 3],
+        track: bool,
+    ) -> (HostArray, Option<AttentionState>) {
+        let Dims { b, h, kv, s, t, d } = self.dims;
+        let rep = h / kv;
+        let mut out = vec![0.0f32; b * s * h * d];
+        let mut p = vec![0.0f32; b * h * s * t];
+        let (out_ptr, p_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(p.as_mut_ptr()));
+        let (qs, ks, vs, mask) = (q.values(), k_t.values(), v.values(), &self.mask);
+        (0..b * kv).into_par_iter().for_each(|task| {
+            let (bi, g) = (task / kv, task % kv);
+            let k_g = &ks[(bi * kv + g) * d * t..][..d * t];
+            let v_g = &vs[(bi * kv + g) * t * d..][..t * d];
+            let m = &mask[bi * s * t..][..s * t];
+            for r in 0..rep {
+                let head = g * rep + r;
+                let q_h = &qs[(bi * h + head) * s * d..][..s * d];
+                // SAFETY: task (bi, g) alone writes the probabilities of its heads and their
+                // columns of the output; every operand below lies inside its buffer.
+                unsafe {
+                    let p_h = std::slice::from_raw_parts_mut(
+                        p_ptr.get().add((bi * h + head) * s * t),
+                        s * t,
+                    );
+                    gemm(
+                        (s, d, t),
+                        self.scale,
+                        (q_h.as_ptr(), d as isize, 1),
+                        (k_g.as_ptr(), t as isize, 1),
+                        0.0,
+                        (p_h.as_mut_ptr(), t as isize, 1),
+                    );
+                    softmax_rows(p_h, m, t);
+                    gemm(
+                        (s, t, d),
+                        1.0,
+                        (p_h.as_ptr(), t as isize, 1),
+                        (v_g.as_ptr(), d as isize, 1),
+                        0.0,
+                        (
+                            out_ptr.get().add(bi * s * h * d + head * d),
+                            (h * d) as isize,
+                            1,
+                        ),
+                    );
+                }
+            }
+        });
+        let state = track.then(|| AttentionState {
+            q: q.clone(),
+            k_t: k_t.clone(),
+            v: v.clone(),
+            p: Arc::new(p),
+        });
+        (HostArray::new(out, &[b, s, h * d]), state)
+    }
+
+    fn backward(
+        &self,
+        st: AttentionState,
+        dy: HostArray,
+        needs: [bool; 3],
+    ) -> [Option<HostArray>; 3] {
+        let Dims { b, h, kv, s, t, d } = self.dims;
+        let rep = h / kv;
+        let mut dq = vec![0.0f32; b * h * s * d];
+        let mut dk = vec![0.0f32; b * kv * d * t];
+        let mut dv = vec![0.0f32; b * kv * t * d];
+        let ptrs = (
+            SendPtr(dq.as_mut_ptr()),
+            SendPtr(dk.as_mut_ptr()),
+            SendPtr(dv.as_mut_ptr()),
+        );
+        let (qs, ks, vs, ps, dys) = (
+            st.q.values(),
+            st.k_t.values(),
+            st.v.values(),
+            &st.p[..],
+            dy.values(),
+        );
+        let mask = &self.mask;
+        (0..b * kv).into_par_iter().for_each(|task| {
+            let (bi, g) = (task / kv, task % kv);
+            let (dq_ptr, dk_ptr, dv_ptr) = ptrs;
+            let k_g = &ks[(bi * kv + g) * d * t..][..d * t];
+            let v_g = &vs[(bi * kv + g) * t * d..][..t * d];
+            let m = &mask[bi * s * t..][..s * t];
+            let mut ds = vec![0.0f32; s * t];
+            for r in 0..rep {
+                let head = g * rep + r;
+                let q_h = &qs[(bi * h + head) * s * d..][..s * d];
+                let p_h = &ps[(bi * h + head) * s * t..][..s * t];
+                let do_h = dys[bi * s * h * d + head * d..].as_ptr();
+                let beta = if r == 0 { 0.0 } else { 1.0 };
+                // SAFETY: task (bi, g) alone writes dq of its heads and dk, dv of its group;
+                // every operand lies inside its buffer.
+                unsafe {
+                    // dV += P^T dO
+                    gemm(
+                        (t, s, d),
+                        1.0,
+                        (p_h.as_ptr(), 1, t as isize),
+                        (do_h, (h * d) as isize, 1),
+                        beta,
+                        (dv_ptr.get().add((bi * kv + g) * t * d), d as isize, 1),
+                    );
+                    // dP = dO V^T, then dS in place.
+                    gemm(
+                        (s, d, t),
+                        1.0,
+                        (do_h, (h * d) as isize, 1),
+                        (v_g.as_ptr(), 1, d as isize),
+                        0.0,
+                        (ds.as_mut_ptr(), t as isize, 1),
+                    );
+                    softmax_backward_rows(&mut ds, p_h, m, t);
+                    // dQ = scale dS K, with K = (K^T)^T read through its strides.
+                    gemm(
+                        (s, t, d),
+                        self.scale,
+                        (ds.as_ptr(), t as isize, 1),
+                        (k_g.as_ptr(), 1, t as isize),
+                        0.0,
+                        (dq_ptr.get().add((bi * h + head) * s * d), d as isize, 1),
+                    );
+                    // dK^T += scale Q^T dS
+                    gemm(
+                        (d, s, t),
+                        self.scale,
+                        (q_h.as_ptr(), 1, d as isize),
+                        (ds.as_ptr(), t as isize, 1),
+                        beta,
+                        (dk_ptr.get().add((bi * kv + g) * d * t), t as isize, 1),
+                    );
+                }
+            }
+        });
+        [
+            needs[0].then(|| HostArray::new(dq, st.q.shape())),
+            needs[1].then(|| HostArray::new(dk, st.k_t.shape())),
+            needs[2].then(|| HostArray::new(dv, st.v.shape())),
+        ]
+    }
+}

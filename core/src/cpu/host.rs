@@ -1,0 +1,288 @@
+//! The plumbing every fused CPU kernel shares: a tensor of Burn's NdArray backend as a row-major
+//! f32 array read and written in place ([`HostArray`]), and one autodiff node per fused operation
+//! ([`apply`]): its forward runs the kernel on the inputs' arrays, its backward hands the output
+//! gradient to the kernel's backward and registers one gradient per input.
+
+#![allow(deprecated)] // NdArray: deprecated upstream, still the CPU backend of aqn-core.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ndarray::NdArrayTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::{DType, Device, GradientCheckpointingStrategy, Tensor};
+use ndarray::{ArcArray, IxDyn};
+
+use crate::quant::is_host_device;
+
+/// A row-major (standard layout) f32 array: the storage of an NdArray tensor, shared, or a new
+/// one. Cloning shares the storage.
+#[derive(Clone, Debug)]
+pub struct HostArray {
+    array: ArcArray<f32, IxDyn>,
+}
+
+impl HostArray {
+    /// A new array of `shape` holding `values` (row-major).
+    ///
+    /// # Panics
+    /// If the lengths disagree.
+    pub fn new(values: Vec<f32>, shape: &[usize]) -> Self {
+        Self {
+            array: ArcArray::from_shape_vec(IxDyn(shape), values).expect("values fill the shape"),
+        }
+    }
+
+    /// The array of an NdArray f32 tensor: its own storage when it is row-major already,
+    /// otherwise a row-major copy.
+    ///
+    /// # Panics
+    /// If the tensor is not f32.
+    pub fn from_primitive(p: NdArrayTensor) -> Self {
+        let NdArrayTensor::F32(storage) = p else {
+            panic!("the fused CPU kernels take f32 tensors");
+        };
+        let array = storage.into_shared();
+        let array = if array.is_standard_layout() {
+            array
+        } else {
+            array.as_standard_layout().into_owned().into_shared()
+        };
+        Self { array }
+    }
+
+    /// The NdArray tensor holding this array (no copy).
+    pub fn into_primitive(self) -> NdArrayTensor {
+        NdArrayTensor::from(self.array)
+    }
+
+    /// The values, row-major.
+    pub fn values(&self) -> &[f32] {
+        self.array
+            .as_slice()
+            .expect("a HostArray is always in standard layout")
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        self.array.shape()
+    }
+}
+
+/// A fused operation with `N` inputs and one output, on host arrays.
+pub trait HostOp<const N: usize>: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// What the backward needs from the forward.
+    type State: Clone + Send + std::fmt::Debug + 'static;
+
+    /// The output, and when `track` the state of the backward.
+    fn forward(&self, inputs: [&HostArray; N], track: bool) -> (HostArray, Option<Self::State>);
+
+    /// The gradient of each input from the output gradient `dy` (`None`: the input needs none;
+    /// `needs[i]` says which inputs are tracked).
+    fn backward(
+        &self,
+        state: Self::State,
+        dy: HostArray,
+        needs: [bool; N],
+    ) -> [Option<HostArray>; N];
+}
+
+/// A tensor input of a fused operation, of any rank.
+pub enum Input {
+    /// Rank 1.
+    R1(Tensor<1>),
+    /// Rank 2.
+    R2(Tensor<2>),
+    /// Rank 3.
+    R3(Tensor<3>),
+    /// Rank 4.
+    R4(Tensor<4>),
+}
+
+macro_rules! input_from {
+    ($($d:literal => $v:ident),*) => {
+        $(impl From<Tensor<$d>> for Input {
+            fn from(t: Tensor<$d>) -> Self {
+                Input::$v(t)
+            }
+        })*
+    };
+}
+input_from!(1 => R1, 2 => R2, 3 => R3, 4 => R4);
+
+macro_rules! each_input {
+    ($self:expr, $t:ident => $e:expr) => {
+        match $self {
+            Input::R1($t) => $e,
+            Input::R2($t) => $e,
+            Input::R3($t) => $e,
+            Input::R4($t) => $e,
+        }
+    };
+}
+
+impl Input {
+    fn device(&self) -> Device {
+        each_input!(self, t => t.device())
+    }
+
+    fn dtype(&self) -> DType {
+        each_input!(self, t => t.dtype())
+    }
+
+    fn is_autodiff(&self) -> bool {
+        each_input!(self, t => t.is_autodiff())
+    }
+
+    fn autodiff(self) -> Self {
+        match self {
+            Input::R1(t) => Input::R1(t.autodiff()),
+            Input::R2(t) => Input::R2(t.autodiff()),
+            Input::R3(t) => Input::R3(t.autodiff()),
+            Input::R4(t) => Input::R4(t.autodiff()),
+        }
+    }
+
+    fn strategy(&self) -> Option<GradientCheckpointingStrategy> {
+        each_input!(self, t => t.gradient_checkpointing_strategy())
+    }
+}
+
+/// The conversion of an [`Input`] into the primitive of one concrete backend (Burn's dispatch
+/// converts only to the backends it names).
+macro_rules! into_primitive_fn {
+    ($name:ident, $b:ty) => {
+        impl Input {
+            fn $name(self) -> FloatTensor<$b> {
+                each_input!(self, t => t.try_into_primitive::<$b>().expect("a tensor of the CPU backend"))
+            }
+        }
+    };
+}
+into_primitive_fn!(into_ndarray, NdArray);
+into_primitive_fn!(into_autodiff_plain, Autodiff<NdArray, NoCheckpointing>);
+into_primitive_fn!(into_autodiff_balanced, Autodiff<NdArray, BalancedCheckpointing>);
+
+/// Whether the fused kernels can run on tensors of `device` with `dtype`: f32 on the NdArray
+/// CPU backend (with or without autodiff). Elsewhere the callers take their composed path.
+pub fn fused_cpu_available(device: &Device, dtype: DType) -> bool {
+    dtype == DType::F32 && is_host_device(device)
+}
+
+/// Whether every input can take the fused kernels (see [`fused_cpu_available`]).
+pub fn inputs_available(inputs: &[&Input]) -> bool {
+    inputs
+        .iter()
+        .all(|i| fused_cpu_available(&i.device(), i.dtype()))
+}
+
+/// Runs `op` on `inputs` (all on one NdArray device), as one autodiff node when the device
+/// tracks gradients.
+pub fn apply<const N: usize, const DO: usize, Op: HostOp<N>>(
+    op: Op,
+    inputs: [Input; N],
+) -> Tensor<DO> {
+    let Some(first) = inputs.iter().position(Input::is_autodiff) else {
+        let hosts = inputs.map(|i| HostArray::from_primitive(i.into_ndarray()));
+        let (out, _) = op.forward(hosts.each_ref(), false);
+        return Tensor::from_primitive::<NdArray>(out.into_primitive());
+    };
+    let strategy = inputs[first].strategy();
+    // Inputs without autodiff (a frozen weight of a `valid()` module) join as constants.
+    let inputs = inputs.map(Input::autodiff);
+    match strategy {
+        Some(GradientCheckpointingStrategy::Balanced) => tracked_balanced(op, inputs),
+        _ => tracked_plain(op, inputs),
+    }
+}
+
+/// The tracked forward for one checkpointing strategy.
+macro_rules! tracked_fn {
+    ($name:ident, $c:ty, $into:ident) => {
+        fn $name<const N: usize, const DO: usize, Op: HostOp<N>>(
+            op: Op,
+            inputs: [Input; N],
+        ) -> Tensor<DO> {
+            let ads = inputs.map(|i| i.$into());
+            let nodes = ads.each_ref().map(|a| a.node());
+            let hosts = ads
+                .each_ref()
+                .map(|a| HostArray::from_primitive(a.primitive().clone()));
+            let node = match (HostNode { op: op.clone() })
+                .prepare::<$c>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (out, state) = op.forward(hosts.each_ref(), true);
+                    prep.finish(
+                        state.expect("a tracked forward returns its state"),
+                        out.into_primitive(),
+                    )
+                }
+                OpsKind::UnTracked(prep) => {
+                    let (out, _) = op.forward(hosts.each_ref(), false);
+                    prep.finish(out.into_primitive())
+                }
+            };
+            Tensor::from_primitive::<Autodiff<NdArray, $c>>(node)
+        }
+    };
+}
+tracked_fn!(tracked_plain, NoCheckpointing, into_autodiff_plain);
+tracked_fn!(
+    tracked_balanced,
+    BalancedCheckpointing,
+    into_autodiff_balanced
+);
+
+/// The autodiff node of a fused operation.
+#[derive(Debug)]
+struct HostNode<Op> {
+    op: Op,
+}
+
+impl<const N: usize, Op: HostOp<N>> Backward<NdArray, N> for HostNode<Op> {
+    type State = Op::State;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = HostArray::from_primitive(grads.consume::<NdArray>(&ops.node));
+        let needs = ops.parents.each_ref().map(Option::is_some);
+        let dxs = self.op.backward(ops.state, dy, needs);
+        for (parent, dx) in ops.parents.into_iter().zip(dxs) {
+            if let (Some(parent), Some(dx)) = (parent, dx) {
+                grads.register::<NdArray>(parent.id, dx.into_primitive());
+            }
+        }
+    }
+}
+
+/// Rows of work per parallel task: enough that a task amortizes its scheduling, few enough that
+/// two cores share a batch evenly.
+pub const ROWS_PER_TASK: usize = 32;
+
+/// `f(chunk_index, chunk)` over the chunks of `rows * width` values of `out`, `ROWS_PER_TASK`
+/// rows each, in parallel; the chunking (and so every result) does not depend on the threads.
+pub fn par_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    use rayon::prelude::*;
+    let chunk = (ROWS_PER_TASK * width).max(1);
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| f(i * ROWS_PER_TASK, c));
+}
+
+/// A raw pointer shared by parallel tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub struct SendPtr(pub *mut f32);
+// SAFETY: the tasks write disjoint ranges (each user says which).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the wrapper, not the raw field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}

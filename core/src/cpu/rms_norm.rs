@@ -1,0 +1,144 @@
+//! Fused RMSNorm, `y = (x * r) * w` with `r = 1 / sqrt(mean(x^2) + eps)` per row, and its
+//! backward, in one pass over the rows each (the composed version,
+//! [`crate::model::RmsNorm::forward_reference`], takes eight tensor passes forward).
+//!
+//! Backward, with `g = dy * w` and `d` the row width:
+//! `dx = r * g - x * (r^3 / d) * sum(g * x)`, `dw = sum over rows of dy * x * r`.
+
+use super::host::{HostArray, HostOp, Input, SendPtr, apply, par_rows};
+use super::simd::{dot, multiversion};
+use burn::tensor::Tensor;
+
+/// The fused RMSNorm of `x` (`[..., d]`) with weight `w` (`[d]`).
+pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, epsilon: f64) -> Tensor<D> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    let rows = dims.iter().product::<usize>() / d.max(1);
+    let y: Tensor<2> = apply(
+        RmsNormOp {
+            epsilon: epsilon as f32,
+        },
+        [Input::from(x.reshape([rows, d])), Input::from(w)],
+    );
+    y.reshape(dims)
+}
+
+#[derive(Clone, Debug)]
+struct RmsNormOp {
+    epsilon: f32,
+}
+
+/// Saved by the forward: the input, the weight and each row's `r`.
+#[derive(Clone, Debug)]
+pub struct RmsNormState {
+    x: HostArray,
+    w: HostArray,
+    r: Vec<f32>,
+}
+
+multiversion! {
+    fn forward_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], r: &mut [f32]) {
+        let d = w.len();
+        for ((xr, yr), rr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(r.iter_mut()) {
+            let inv = 1.0 / (dot(xr, xr) / d as f32 + eps).sqrt();
+            *rr = inv;
+            for ((y, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+                *y = (v * inv) * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn backward_rows(x: &[f32], w: &[f32], r: &[f32], dy: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+        let d = w.len();
+        for (((xr, gr), dxr), &inv) in x
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+            .zip(r)
+        {
+            // sum(g * x) with g = dy * w.
+            let mut s = 0.0f32;
+            let mut lanes = [0.0f32; super::simd::LANES];
+            for (j, ((&v, &g), &ww)) in xr.iter().zip(gr).zip(w).enumerate() {
+                lanes[j % super::simd::LANES] += g * ww * v;
+            }
+            for l in lanes {
+                s += l;
+            }
+            let c = inv * inv * inv * s / d as f32;
+            for ((o, (&v, &g)), &ww) in dxr.iter_mut().zip(xr.iter().zip(gr)).zip(w) {
+                *o = inv * (g * ww) - v * c;
+            }
+            for ((a, &v), &g) in dw.iter_mut().zip(xr).zip(gr) {
+                *a += g * v * inv;
+            }
+        }
+    }
+}
+
+impl HostOp<2> for RmsNormOp {
+    type State = RmsNormState;
+
+    fn forward(&self, [x, w]: [&HostArray; 2], track: bool) -> (HostArray, Option<RmsNormState>) {
+        let d = w.values().len();
+        let rows = x.values().len() / d.max(1);
+        let mut out = vec![0.0f32; rows * d];
+        let mut r = vec![0.0f32; rows];
+        let (xs, ws, eps) = (x.values(), w.values(), self.epsilon);
+        {
+            let r_ptr = SendPtr(r.as_mut_ptr());
+            par_rows(&mut out, d, |row0, chunk| {
+                let n = chunk.len() / d;
+                // SAFETY: each task writes the `r` entries of its own rows.
+                let rr = unsafe { std::slice::from_raw_parts_mut(r_ptr.get().add(row0), n) };
+                forward_rows(&xs[row0 * d..(row0 + n) * d], ws, eps, chunk, rr);
+            });
+        }
+        let state = track.then(|| RmsNormState {
+            x: x.clone(),
+            w: w.clone(),
+            r,
+        });
+        (HostArray::new(out, x.shape()), state)
+    }
+
+    fn backward(&self, s: RmsNormState, dy: HostArray, needs: [bool; 2]) -> [Option<HostArray>; 2] {
+        let d = s.w.values().len();
+        let rows = s.r.len();
+        let mut dx = vec![0.0f32; rows * d];
+        let tasks = rows.div_ceil(super::host::ROWS_PER_TASK);
+        // One partial dw per task, summed in task order (the same bits on any thread count).
+        let mut partial = vec![0.0f32; tasks * d];
+        {
+            let p_ptr = SendPtr(partial.as_mut_ptr());
+            let (xs, ws, gs, r) = (s.x.values(), s.w.values(), dy.values(), &s.r);
+            par_rows(&mut dx, d, |row0, chunk| {
+                let n = chunk.len() / d;
+                let task = row0 / super::host::ROWS_PER_TASK;
+                // SAFETY: each task writes its own partial row.
+                let dw = unsafe { std::slice::from_raw_parts_mut(p_ptr.get().add(task * d), d) };
+                let span = row0 * d..(row0 + n) * d;
+                backward_rows(
+                    &xs[span.clone()],
+                    ws,
+                    &r[row0..row0 + n],
+                    &gs[span],
+                    chunk,
+                    dw,
+                );
+            });
+        }
+        let mut dw = vec![0.0f32; d];
+        for p in partial.chunks_exact(d.max(1)) {
+            for (a, v) in dw.iter_mut().zip(p) {
+                *a += v;
+            }
+        }
+        [
+            needs[0].then(|| HostArray::new(dx, s.x.shape())),
+            needs[1].then(|| HostArray::new(dw, s.w.shape())),
+        ]
+    }
+}
