@@ -4,7 +4,8 @@
 # position) and forward+backward (next-token loss) tokens/s of
 #   - core/benches/qwen2_train.rs (Burn NdArray, release), and
 #   - scripts/cpu_bench/torch_qwen2.py (transformers Qwen2ForCausalLM, f32, eager attention),
-# at each thread count of THREADS (Rust: RAYON_NUM_THREADS and MATMUL_NUM_THREADS; PyTorch:
+# at each thread count of THREADS (Rust: RAYON_NUM_THREADS, with matrixmultiply single-threaded
+# because aqn-core's GEMMs split their rows over Rayon's threads themselves; PyTorch:
 # torch.set_num_threads and OMP_NUM_THREADS), then the Rust / PyTorch ratio table.
 # Usage: scripts/cpu_bench.sh [OUT_DIR]   (env: THREADS="$(nproc) 1", WARMUP=2, REPEATS=5,
 #        BATCH=8, SEQ=256, PYTHON=python3 with torch and transformers). Results: OUT_DIR/*.json.
@@ -24,7 +25,7 @@ rm -f "$out"/rust_t*.json "$out"/torch_t*.json
 cargo bench -p aqn-core --bench qwen2_train --no-run
 for t in $threads; do
   echo "threads $t: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  RAYON_NUM_THREADS="$t" MATMUL_NUM_THREADS="$t" AQN_BENCH_WARMUP="$warmup" \
+  RAYON_NUM_THREADS="$t" MATMUL_NUM_THREADS=1 AQN_BENCH_WARMUP="$warmup" \
     AQN_BENCH_REPEATS="$repeats" AQN_BENCH_BATCH="$batch" AQN_BENCH_SEQ="$seq" \
     cargo bench -q -p aqn-core --bench qwen2_train > "$out/rust_t$t.json"
   OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t" "$python" scripts/cpu_bench/torch_qwen2.py \

@@ -17,7 +17,8 @@
 //!
 //! `cargo bench -p aqn-core --bench qwen2_train`
 //! (env: AQN_BENCH_BATCH, AQN_BENCH_SEQ, AQN_BENCH_WARMUP, AQN_BENCH_REPEATS; threads:
-//! RAYON_NUM_THREADS for Burn's parallel ops and MATMUL_NUM_THREADS for the matmul kernel.)
+//! RAYON_NUM_THREADS for the fused kernels and the GEMMs, which split rows over Rayon's threads;
+//! MATMUL_NUM_THREADS stays 1 unless set: matrixmultiply's own pool would oversubscribe.)
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 
 use std::time::Instant;
@@ -172,6 +173,7 @@ fn decode(case: &DecodeCase, warmup: usize, repeats: usize) -> (Timing, usize) {
 }
 
 fn main() {
+    aqn_core::cpu::configure_gemm_threads();
     let batch = env_usize("AQN_BENCH_BATCH", 8);
     let seq = env_usize("AQN_BENCH_SEQ", 256);
     let warmup = env_usize("AQN_BENCH_WARMUP", 2);

@@ -230,7 +230,8 @@ mod with_mpi {
             .args(["--mca", "oob_tcp_if_include", "lo"])
             .args(["--mca", "mpi_yield_when_idle", "1"])
             .args(["-x", &format!("RAYON_NUM_THREADS={threads}")])
-            .args(["-x", &format!("MATMUL_NUM_THREADS={threads}")])
+            // The GEMMs split over Rayon's threads; matrixmultiply's own pool stays off.
+            .args(["-x", "MATMUL_NUM_THREADS=1"])
             .arg(&exe)
             .args(worker_args())
             // Open MPI refuses to start as root without these (containers, CI).

@@ -64,6 +64,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The CPU GEMMs split their work over Rayon's threads (before any thread starts).
+    aqn_core::cpu::configure_gemm_threads();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::QuantError(args) => cmd::quant_error::run(args),

@@ -1,6 +1,7 @@
 //! Fused grouped-query attention, `softmax(q k^T * scale, hiding mask) v`, forward and backward,
-//! one parallel task per (batch row, key/value head): the scores of the group's query heads are
-//! two GEMMs (matrixmultiply, reading the operands in place through their strides) around one
+//! one parallel task per (batch row, key/value head), in blocks of 64 query rows whose GEMMs
+//! cover only the keys some row of the block sees (under a causal mask, a triangle's worth of
+//! products instead of a square): two GEMMs (matrixmultiply, reading the operands in place through their strides) around one
 //! pass of scaling, masking and softmax; the context is written straight into the
 //! `[batch, seq, heads * head_dim]` layout the output projection reads (no transpose copy).
 //! The composed version is [`crate::model::attention::grouped_query_attention`]; the tests in
@@ -142,15 +143,48 @@ multiversion! {
 }
 
 multiversion! {
-    /// `dS = P * (dP - rowsum(dP * P))` in place of `dp`, 0 where hidden.
-    fn softmax_backward_rows(dp: &mut [f32], p: &[f32], mask: &[bool], t: usize) {
-        for ((drow, prow), m) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)).zip(mask.chunks_exact(t)) {
+    /// `dS = P * (dP - rowsum(dP * P))` in place of `dp`, 0 where hidden, on the columns
+    /// `lo..hi` of `rows` rows of stride `t` (`P` is 0 outside them).
+    fn softmax_backward_span(dp: &mut [f32], p: &[f32], mask: &[bool], t: usize, lo: usize, hi: usize) {
+        let rows = mask.len() / t;
+        for i in 0..rows {
+            let span = i * t + lo..i * t + hi;
+            let drow = &mut dp[span.clone()];
+            let prow = &p[span.clone()];
             let c = dot(drow, prow);
-            for ((g, &pv), &hide) in drow.iter_mut().zip(prow).zip(m) {
+            for ((g, &pv), &hide) in drow.iter_mut().zip(prow).zip(&mask[span]) {
                 *g = if hide { 0.0 } else { pv * (*g - c) };
             }
         }
     }
+}
+
+/// Query rows per block of the span computation.
+const ROW_BLOCK: usize = 64;
+
+/// The columns of `rows` mask rows (stride `t`) that their probabilities can be nonzero on:
+/// the union of their visible spans, or every column when a row sees nothing (its
+/// probabilities are uniform); `None` when no row sees anything... which still needs every
+/// column, so it is `Some((0, t))` then. Also the union of the visible spans alone (the scores
+/// the softmax reads), `None` when no row sees a key.
+fn block_spans(mask: &[bool], t: usize) -> ((usize, usize), Option<(usize, usize)>) {
+    let (mut lo, mut hi, mut blind) = (t, 0, false);
+    for row in mask.chunks_exact(t) {
+        match (row.iter().position(|&h| !h), row.iter().rposition(|&h| !h)) {
+            (Some(a), Some(b)) => {
+                lo = lo.min(a);
+                hi = hi.max(b + 1);
+            }
+            _ => blind = true,
+        }
+    }
+    let scores = (lo < hi).then_some((lo, hi));
+    let probs = if blind {
+        (0, t)
+    } else {
+        scores.unwrap_or((0, t))
+    };
+    (probs, scores)
 }
 
 impl HostOp<3> for AttentionOp {
@@ -172,37 +206,46 @@ impl HostOp<3> for AttentionOp {
             let k_g = &ks[(bi * kv + g) * d * t..][..d * t];
             let v_g = &vs[(bi * kv + g) * t * d..][..t * d];
             let m = &mask[bi * s * t..][..s * t];
-            for r in 0..rep {
-                let head = g * rep + r;
-                let q_h = &qs[(bi * h + head) * s * d..][..s * d];
-                // SAFETY: task (bi, g) alone writes the probabilities of its heads and their
-                // columns of the output; every operand below lies inside its buffer.
-                unsafe {
-                    let p_h = std::slice::from_raw_parts_mut(
-                        p_ptr.get().add((bi * h + head) * s * t),
-                        s * t,
-                    );
-                    gemm(
-                        (s, d, t),
-                        self.scale,
-                        (q_h.as_ptr(), d as isize, 1),
-                        (k_g.as_ptr(), t as isize, 1),
-                        0.0,
-                        (p_h.as_mut_ptr(), t as isize, 1),
-                    );
-                    softmax_rows(p_h, m, t);
-                    gemm(
-                        (s, t, d),
-                        1.0,
-                        (p_h.as_ptr(), t as isize, 1),
-                        (v_g.as_ptr(), d as isize, 1),
-                        0.0,
-                        (
-                            out_ptr.get().add(bi * s * h * d + head * d),
-                            (h * d) as isize,
-                            1,
-                        ),
-                    );
+            for i0 in (0..s).step_by(ROW_BLOCK) {
+                let i1 = (i0 + ROW_BLOCK).min(s);
+                let mb = &m[i0 * t..i1 * t];
+                let ((plo, phi), scores) = block_spans(mb, t);
+                for r in 0..rep {
+                    let head = g * rep + r;
+                    let q_b = &qs[((bi * h + head) * s + i0) * d..][..(i1 - i0) * d];
+                    // SAFETY: task (bi, g) alone writes the probabilities of its heads and their
+                    // columns of the output; every operand below lies inside its buffer.
+                    unsafe {
+                        let p_b = std::slice::from_raw_parts_mut(
+                            p_ptr.get().add(((bi * h + head) * s + i0) * t),
+                            (i1 - i0) * t,
+                        );
+                        // Scores only where some row of the block sees a key: under a causal
+                        // mask, up to the block's last query (half the products of a square).
+                        if let Some((lo, hi)) = scores {
+                            gemm(
+                                (i1 - i0, d, hi - lo),
+                                self.scale,
+                                (q_b.as_ptr(), d as isize, 1),
+                                (k_g.as_ptr().add(lo), t as isize, 1),
+                                0.0,
+                                (p_b.as_mut_ptr().add(lo), t as isize, 1),
+                            );
+                        }
+                        softmax_rows(p_b, mb, t);
+                        gemm(
+                            (i1 - i0, phi - plo, d),
+                            1.0,
+                            (p_b.as_ptr().add(plo), t as isize, 1),
+                            (v_g.as_ptr().add(plo * d), d as isize, 1),
+                            0.0,
+                            (
+                                out_ptr.get().add((bi * s + i0) * h * d + head * d),
+                                (h * d) as isize,
+                                1,
+                            ),
+                        );
+                    }
                 }
             }
         });
@@ -245,53 +288,70 @@ impl HostOp<3> for AttentionOp {
             let k_g = &ks[(bi * kv + g) * d * t..][..d * t];
             let v_g = &vs[(bi * kv + g) * t * d..][..t * d];
             let m = &mask[bi * s * t..][..s * t];
-            let mut ds = vec![0.0f32; s * t];
-            for r in 0..rep {
-                let head = g * rep + r;
-                let q_h = &qs[(bi * h + head) * s * d..][..s * d];
-                let p_h = &ps[(bi * h + head) * s * t..][..s * t];
-                let do_h = dys[bi * s * h * d + head * d..].as_ptr();
-                let beta = if r == 0 { 0.0 } else { 1.0 };
-                // SAFETY: task (bi, g) alone writes dq of its heads and dk, dv of its group;
-                // every operand lies inside its buffer.
-                unsafe {
-                    // dV += P^T dO
-                    gemm(
-                        (t, s, d),
-                        1.0,
-                        (p_h.as_ptr(), 1, t as isize),
-                        (do_h, (h * d) as isize, 1),
-                        beta,
-                        (dv_ptr.get().add((bi * kv + g) * t * d), d as isize, 1),
-                    );
-                    // dP = dO V^T, then dS in place.
-                    gemm(
-                        (s, d, t),
-                        1.0,
-                        (do_h, (h * d) as isize, 1),
-                        (v_g.as_ptr(), 1, d as isize),
-                        0.0,
-                        (ds.as_mut_ptr(), t as isize, 1),
-                    );
-                    softmax_backward_rows(&mut ds, p_h, m, t);
-                    // dQ = scale dS K, with K = (K^T)^T read through its strides.
-                    gemm(
-                        (s, t, d),
-                        self.scale,
-                        (ds.as_ptr(), t as isize, 1),
-                        (k_g.as_ptr(), 1, t as isize),
-                        0.0,
-                        (dq_ptr.get().add((bi * h + head) * s * d), d as isize, 1),
-                    );
-                    // dK^T += scale Q^T dS
-                    gemm(
-                        (d, s, t),
-                        self.scale,
-                        (q_h.as_ptr(), 1, d as isize),
-                        (ds.as_ptr(), t as isize, 1),
-                        beta,
-                        (dk_ptr.get().add((bi * kv + g) * d * t), t as isize, 1),
-                    );
+            let mut ds = vec![0.0f32; ROW_BLOCK * t];
+            for i0 in (0..s).step_by(ROW_BLOCK) {
+                let i1 = (i0 + ROW_BLOCK).min(s);
+                let rows = i1 - i0;
+                let mb = &m[i0 * t..i1 * t];
+                let ((lo, hi), _) = block_spans(mb, t);
+                let w = hi - lo;
+                for r in 0..rep {
+                    let head = g * rep + r;
+                    let q_b = &qs[((bi * h + head) * s + i0) * d..][..rows * d];
+                    let p_b = &ps[((bi * h + head) * s + i0) * t..][..rows * t];
+                    let do_b = dys[(bi * s + i0) * h * d + head * d..].as_ptr();
+                    let hd = (h * d) as isize;
+                    // SAFETY: task (bi, g) alone writes dq of its heads and dk, dv of its group
+                    // (accumulated into their zeroed buffers); every operand lies inside its
+                    // buffer, and only the columns lo..hi of the block's rows are read or
+                    // written (P is 0 outside them).
+                    unsafe {
+                        // dV[lo..hi] += P^T dO
+                        gemm(
+                            (w, rows, d),
+                            1.0,
+                            (p_b.as_ptr().add(lo), 1, t as isize),
+                            (do_b, hd, 1),
+                            1.0,
+                            (
+                                dv_ptr.get().add(((bi * kv + g) * t + lo) * d),
+                                d as isize,
+                                1,
+                            ),
+                        );
+                        // dP = dO V^T on the span, then dS in place.
+                        gemm(
+                            (rows, d, w),
+                            1.0,
+                            (do_b, hd, 1),
+                            (v_g.as_ptr().add(lo * d), 1, d as isize),
+                            0.0,
+                            (ds.as_mut_ptr().add(lo), t as isize, 1),
+                        );
+                        softmax_backward_span(&mut ds[..rows * t], p_b, mb, t, lo, hi);
+                        // dQ = scale dS K, with K = (K^T)^T read through its strides.
+                        gemm(
+                            (rows, w, d),
+                            self.scale,
+                            (ds.as_ptr().add(lo), t as isize, 1),
+                            (k_g.as_ptr().add(lo), 1, t as isize),
+                            0.0,
+                            (
+                                dq_ptr.get().add(((bi * h + head) * s + i0) * d),
+                                d as isize,
+                                1,
+                            ),
+                        );
+                        // dK^T[:, lo..hi] += scale Q^T dS
+                        gemm(
+                            (d, rows, w),
+                            self.scale,
+                            (q_b.as_ptr(), 1, d as isize),
+                            (ds.as_ptr().add(lo), t as isize, 1),
+                            1.0,
+                            (dk_ptr.get().add((bi * kv + g) * d * t + lo), t as isize, 1),
+                        );
+                    }
                 }
             }
         });

@@ -286,3 +286,58 @@ impl SendPtr {
         self.0
     }
 }
+
+/// Writes `new` (`[batch, heads, s, d]`) at positions `at..at + s` of the cache buffer `buf`, in
+/// place when `buf` is its storage's only owner: `buf` is `[batch, heads, d, capacity]` when
+/// `transposed` (keys), else `[batch, heads, capacity, d]` (values). Both on the plain NdArray
+/// device (no autodiff).
+///
+/// # Panics
+/// If the shapes do not fit or a tensor is not a plain f32 NdArray tensor.
+pub fn write_positions(buf: Tensor<4>, new: Tensor<4>, at: usize, transposed: bool) -> Tensor<4> {
+    let [b, h, s, d] = new.dims();
+    let dims = buf.dims();
+    let cap = if transposed { dims[3] } else { dims[2] };
+    assert!(
+        dims[0] == b && dims[1] == h && at + s <= cap && dims[if transposed { 2 } else { 3 }] == d,
+        "write_positions: {:?} into {dims:?} at {at}",
+        new.dims()
+    );
+    let src = HostArray::from_primitive(new.into_ndarray_tensor());
+    let NdArrayTensor::F32(storage) = buf.into_ndarray_tensor() else {
+        panic!("write_positions takes f32 tensors");
+    };
+    let mut array = storage.into_shared().into_owned();
+    if !array.is_standard_layout() {
+        array = array.as_standard_layout().into_owned();
+    }
+    let dst = array.as_slice_mut().expect("standard layout");
+    let values = src.values();
+    for bh in 0..b * h {
+        let (dst, src) = (
+            &mut dst[bh * cap * d..][..cap * d],
+            &values[bh * s * d..][..s * d],
+        );
+        for (i, row) in src.chunks_exact(d).enumerate() {
+            if transposed {
+                for (j, &x) in row.iter().enumerate() {
+                    dst[j * cap + at + i] = x;
+                }
+            } else {
+                dst[(at + i) * d..(at + i + 1) * d].copy_from_slice(row);
+            }
+        }
+    }
+    Tensor::from_primitive::<NdArray>(NdArrayTensor::from(array.into_shared()))
+}
+
+trait IntoNdArrayTensor {
+    fn into_ndarray_tensor(self) -> NdArrayTensor;
+}
+
+impl IntoNdArrayTensor for Tensor<4> {
+    fn into_ndarray_tensor(self) -> NdArrayTensor {
+        self.try_into_primitive::<NdArray>()
+            .expect("a plain tensor of the CPU backend")
+    }
+}

@@ -27,7 +27,7 @@ pub mod token_logprobs;
 
 pub use attention::attention;
 pub use host::fused_cpu_available;
-pub use linear::linear;
+pub use linear::{configure_gemm_threads, linear, matmul};
 pub use rms_norm::rms_norm;
 pub use rope::rope_heads;
 pub use swiglu::swiglu;
@@ -136,21 +136,33 @@ pub(crate) mod tests {
         close(&du1, &du0, 1e-6, 1e-5, "dup");
     }
 
-    #[test]
-    fn attention_matches_the_reference_with_gradients() {
+    /// The fused attention against the composed one, values and gradients, for `[b, h, s, d]`
+    /// queries over `t` keys (the first `t - s` cached) with causal masking, `pad` keys of left
+    /// padding in row 1, and (when `blind`) one query of row 0 that sees nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn check_attention(
+        b: usize,
+        h: usize,
+        kv: usize,
+        s: usize,
+        t: usize,
+        d: usize,
+        pad: usize,
+        blind: bool,
+    ) {
         use crate::model::attention::grouped_query_attention;
         use burn::tensor::Bool;
-        // 8 query heads on 2 kv heads; 5 queries over 9 keys: the first 4 keys cached, row 1
-        // with 3 keys of left padding, and a query that sees nothing (all hidden).
-        let (b, h, kv, s, t, d) = (2, 8, 2, 5, 9, 6);
         let q0 = normals(b * h * s * d, 7, 1.0);
         let k0 = normals(b * kv * d * t, 8, 1.0);
         let v0 = normals(b * kv * t * d, 9, 1.0);
         let dy = normals(b * s * h * d, 10, 1.0);
+        let cached = t - s;
         let hidden: Vec<bool> = (0..b)
             .flat_map(|row| {
                 (0..s).flat_map(move |i| {
-                    (0..t).map(move |j| j > 4 + i || (row == 1 && j < 3) || (row == 0 && i == 2))
+                    (0..t).map(move |j| {
+                        j > cached + i || (row == 1 && j < pad) || (blind && row == 0 && i == 2)
+                    })
                 })
             })
             .collect();
@@ -192,6 +204,15 @@ pub(crate) mod tests {
         close(&dq1, &dq0, 1e-5, 1e-4, "dq");
         close(&dk1, &dk0, 1e-5, 1e-4, "dk");
         close(&dv1, &dv0, 1e-5, 1e-4, "dv");
+    }
+
+    #[test]
+    fn attention_matches_the_reference_with_gradients() {
+        // 8 query heads on 2 kv heads; 5 queries over 9 keys (4 cached), a blind query.
+        check_attention(2, 8, 2, 5, 9, 6, 3, true);
+        // Three blocks of query rows (64, 64, 22) with causal spans, 10 cached keys, padding.
+        check_attention(2, 4, 2, 150, 160, 8, 20, false);
+        check_attention(2, 4, 1, 150, 160, 8, 70, true);
     }
 
     #[test]
@@ -284,6 +305,35 @@ pub(crate) mod tests {
             )
         };
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        // `a b` against Burn's matmul too (b = w^T as a plain [k, out] matrix).
+        let wt: Vec<f32> = (0..k * out).map(|i| w0[(i % out) * k + i / out]).collect();
+        let (a, b) = (
+            tracked(x0.clone(), [rows, k]),
+            tracked(wt.clone(), [k, out]),
+        );
+        let (a2, b2) = (tracked(x0.clone(), [rows, k]), tracked(wt, [k, out]));
+        let g = Tensor::<2>::from_data(TensorData::new(dy.clone(), [rows, out]), &a.device());
+        let fused = super::matmul(a.clone(), b.clone());
+        let plain = a2.clone().matmul(b2.clone());
+        assert_eq!(
+            bits(&values(fused.clone())),
+            bits(&values(plain.clone())),
+            "a b"
+        );
+        let (gf, gp) = (
+            (fused * g.clone()).sum().backward(),
+            (plain * g).sum().backward(),
+        );
+        assert_eq!(
+            bits(&values(a.grad(&gf).unwrap())),
+            bits(&values(a2.grad(&gp).unwrap())),
+            "da"
+        );
+        assert_eq!(
+            bits(&values(b.grad(&gf).unwrap())),
+            bits(&values(b2.grad(&gp).unwrap())),
+            "db"
+        );
         let (y0, dx0, dw0) = run(false);
         let (y1, dx1, dw1) = run(true);
         assert_eq!(bits(&y1), bits(&y0), "forward");

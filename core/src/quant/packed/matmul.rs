@@ -82,7 +82,12 @@ pub fn packed_linear_input_grad(dy: Tensor<2>, w: &PackedWeight) -> Tensor<2> {
     let mut c0 = 0;
     while c0 < inp {
         let c1 = (c0 + width).min(inp);
-        parts.push(dy.clone().matmul(decode_tile(w, 0..out, c0..c1, &device)));
+        let tile = decode_tile(w, 0..out, c0..c1, &device);
+        parts.push(if crate::cpu::fused_cpu_available(&device, dy.dtype()) {
+            crate::cpu::matmul(dy.clone(), tile)
+        } else {
+            dy.clone().matmul(tile)
+        });
         c0 = c1;
     }
     let _ = rows;
