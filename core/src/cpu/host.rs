@@ -263,14 +263,47 @@ impl<const N: usize, Op: HostOp<N>> Backward<NdArray, N> for HostNode<Op> {
 /// two cores share a batch evenly.
 pub const ROWS_PER_TASK: usize = 32;
 
-/// `f(chunk_index, chunk)` over the chunks of `rows * width` values of `out`, `ROWS_PER_TASK`
-/// rows each, in parallel; the chunking (and so every result) does not depend on the threads.
-pub fn par_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+/// Values of work (elements touched) below which a kernel runs on the calling thread: handing a
+/// task to the pool and waiting for it costs more than small work (decoding steps).
+pub const PARALLEL_MIN_WORK: usize = 1 << 15;
+
+/// Whether `work` values are worth spreading over Rayon's threads.
+pub fn parallel(work: usize) -> bool {
+    work >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1
+}
+
+/// `f(i)` for `i` in `0..n`, in parallel when [`parallel`]`(work)`, else in order on this
+/// thread.
+pub fn for_each_task(n: usize, work: usize, f: impl Fn(usize) + Sync + Send) {
     use rayon::prelude::*;
-    let chunk = (ROWS_PER_TASK * width).max(1);
-    out.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(i, c)| f(i * ROWS_PER_TASK, c));
+    if parallel(work) {
+        (0..n).into_par_iter().for_each(f);
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
+/// `f(chunk_index * chunk_len / width, chunk)` over the chunks of `chunk_len` values of `out`,
+/// in parallel when the whole is worth it; the chunking (and so every result) does not depend on
+/// the threads.
+pub fn par_chunks(out: &mut [f32], chunk_len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    use rayon::prelude::*;
+    let chunk_len = chunk_len.max(1);
+    if parallel(out.len()) {
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// `f(first_row, chunk)` over the chunks of `rows * width` values of `out`, [`ROWS_PER_TASK`]
+/// rows each (see [`par_chunks`]).
+pub fn par_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    par_chunks(out, ROWS_PER_TASK * width, |i, c| f(i * ROWS_PER_TASK, c));
 }
 
 /// A raw pointer shared by parallel tasks that write disjoint parts of one buffer.

@@ -59,7 +59,6 @@ fn gemm(
     a: (&[f32], isize, isize),
     b: (&[f32], isize, isize),
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n];
     }
@@ -72,7 +71,7 @@ fn gemm(
     };
     let c_ptr = super::host::SendPtr(c.as_mut_ptr());
     let (a_ptr, b_ptr) = (a.0.as_ptr() as usize, b.0.as_ptr() as usize);
-    (0..m.div_ceil(block)).into_par_iter().for_each(|i| {
+    super::host::for_each_task(m.div_ceil(block), m * n, |i| {
         let r0 = i * block;
         let rows = block.min(m - r0);
         // SAFETY: the callers pass the sizes and strides of the slices they hold; block `i`

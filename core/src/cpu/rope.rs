@@ -9,9 +9,8 @@
 use std::sync::Arc;
 
 use burn::tensor::Tensor;
-use rayon::prelude::*;
 
-use super::host::{HostArray, HostOp, Input, apply};
+use super::host::{HostArray, HostOp, Input, apply, par_chunks};
 
 /// Splits `x` (`[batch, seq, heads * head_dim]`) into heads and rotates them with the tables
 /// `cos`, `sin` (row-major `[batch, 1, seq, head_dim]`).
@@ -57,20 +56,18 @@ impl HostOp<1> for RopeOp {
         let xs = x.values();
         let mut out = vec![0.0f32; self.b * n * s * d];
         // One task per (batch row, head): its [seq, head_dim] block of the output.
-        out.par_chunks_mut(s * d)
-            .enumerate()
-            .for_each(|(task, block)| {
-                let (bi, h) = (task / n, task % n);
-                for (i, y) in block.chunks_exact_mut(d).enumerate() {
-                    let xr = &xs[(bi * s + i) * n * d + h * d..][..d];
-                    let c = &self.cos[(bi * s + i) * d..][..d];
-                    let sn = &self.sin[(bi * s + i) * d..][..d];
-                    for j in 0..half {
-                        y[j] = xr[j] * c[j] + (-xr[j + half]) * sn[j];
-                        y[j + half] = xr[j + half] * c[j + half] + xr[j] * sn[j + half];
-                    }
+        par_chunks(&mut out, s * d, |task, block| {
+            let (bi, h) = (task / n, task % n);
+            for (i, y) in block.chunks_exact_mut(d).enumerate() {
+                let xr = &xs[(bi * s + i) * n * d + h * d..][..d];
+                let c = &self.cos[(bi * s + i) * d..][..d];
+                let sn = &self.sin[(bi * s + i) * d..][..d];
+                for j in 0..half {
+                    y[j] = xr[j] * c[j] + (-xr[j + half]) * sn[j];
+                    y[j + half] = xr[j + half] * c[j + half] + xr[j] * sn[j + half];
                 }
-            });
+            }
+        });
         (HostArray::new(out, &[self.b, n, s, d]), track.then_some(()))
     }
 
@@ -83,20 +80,18 @@ impl HostOp<1> for RopeOp {
         let gs = dy.values();
         let mut dx = vec![0.0f32; self.b * s * n * d];
         // One task per (batch row, position): its row of the input gradient.
-        dx.par_chunks_mut(n * d)
-            .enumerate()
-            .for_each(|(task, row)| {
-                let (bi, i) = (task / s, task % s);
-                let c = &self.cos[(bi * s + i) * d..][..d];
-                let sn = &self.sin[(bi * s + i) * d..][..d];
-                for (h, o) in row.chunks_exact_mut(d).enumerate() {
-                    let g = &gs[((bi * n + h) * s + i) * d..][..d];
-                    for j in 0..half {
-                        o[j] = g[j] * c[j] + g[j + half] * sn[j + half];
-                        o[j + half] = g[j + half] * c[j + half] - g[j] * sn[j];
-                    }
+        par_chunks(&mut dx, n * d, |task, row| {
+            let (bi, i) = (task / s, task % s);
+            let c = &self.cos[(bi * s + i) * d..][..d];
+            let sn = &self.sin[(bi * s + i) * d..][..d];
+            for (h, o) in row.chunks_exact_mut(d).enumerate() {
+                let g = &gs[((bi * n + h) * s + i) * d..][..d];
+                for j in 0..half {
+                    o[j] = g[j] * c[j] + g[j + half] * sn[j + half];
+                    o[j + half] = g[j + half] * c[j + half] - g[j] * sn[j];
                 }
-            });
+            }
+        });
         [Some(HostArray::new(dx, &[self.b, s, n * d]))]
     }
 }
