@@ -200,7 +200,7 @@ impl HostOp<3> for AttentionOp {
         let mut p = vec![0.0f32; b * h * s * t];
         let (out_ptr, p_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(p.as_mut_ptr()));
         let (qs, ks, vs, mask) = (q.values(), k_t.values(), v.values(), &self.mask);
-        for_each_task(b * kv, b * h * s * t.max(d), |task| {
+        for_each_task(b * kv, b * h * s * t * d / 16, |task| {
             let (bi, g) = (task / kv, task % kv);
             let k_g = &ks[(bi * kv + g) * d * t..][..d * t];
             let v_g = &vs[(bi * kv + g) * t * d..][..t * d];
@@ -281,7 +281,7 @@ impl HostOp<3> for AttentionOp {
             dy.values(),
         );
         let mask = &self.mask;
-        for_each_task(b * kv, b * h * s * t.max(d), |task| {
+        for_each_task(b * kv, b * h * s * t * d / 16, |task| {
             let (bi, g) = (task / kv, task % kv);
             let (dq_ptr, dk_ptr, dv_ptr) = ptrs;
             let k_g = &ks[(bi * kv + g) * d * t..][..d * t];

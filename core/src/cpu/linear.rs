@@ -71,7 +71,8 @@ fn gemm(
     };
     let c_ptr = super::host::SendPtr(c.as_mut_ptr());
     let (a_ptr, b_ptr) = (a.0.as_ptr() as usize, b.0.as_ptr() as usize);
-    super::host::for_each_task(m.div_ceil(block), m * n, |i| {
+    // Work in multiply-adds over 16: a GEMM is worth splitting long before its output is.
+    super::host::for_each_task(m.div_ceil(block), m * k * n / 16, |i| {
         let r0 = i * block;
         let rows = block.min(m - r0);
         // SAFETY: the callers pass the sizes and strides of the slices they hold; block `i`
