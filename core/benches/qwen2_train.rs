@@ -16,7 +16,8 @@
 //! throughput is batch x seq tokens over the median time. The result is one JSON line on stdout.
 //!
 //! `cargo bench -p aqn-core --bench qwen2_train`
-//! (env: AQN_BENCH_BATCH, AQN_BENCH_SEQ, AQN_BENCH_WARMUP, AQN_BENCH_REPEATS; threads:
+//! (env: AQN_BENCH_BATCH, AQN_BENCH_SEQ, AQN_BENCH_WARMUP, AQN_BENCH_REPEATS; AQN_BENCH_ONLY=name
+//! runs one case alone, for a profiler, and prints its JSON only; threads:
 //! RAYON_NUM_THREADS for the fused kernels and the GEMMs, which split rows over Rayon's threads;
 //! MATMUL_NUM_THREADS stays 1 unless set: matrixmultiply's own pool would oversubscribe.)
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
@@ -172,8 +173,22 @@ fn decode(case: &DecodeCase, warmup: usize, repeats: usize) -> (Timing, usize) {
     (timing, case.batch * case.new)
 }
 
+/// The cases, in the order they run.
+const CASES: [&str; 4] = ["forward", "forward_backward", "decode_tiny", "decode_h256"];
+
 fn main() {
+    // As aqn-native does: the GEMMs' threads and the allocator's thresholds.
     aqn_core::cpu::configure_gemm_threads();
+    let allocator = aqn_core::cpu::configure_allocator();
+    let only = std::env::var("AQN_BENCH_ONLY").ok();
+    if let Some(name) = &only {
+        assert!(
+            CASES.contains(&name.as_str()),
+            "AQN_BENCH_ONLY={name} is not a case; the cases are {}",
+            CASES.join(", ")
+        );
+    }
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let batch = env_usize("AQN_BENCH_BATCH", 8);
     let seq = env_usize("AQN_BENCH_SEQ", 256);
     let warmup = env_usize("AQN_BENCH_WARMUP", 2);
@@ -182,48 +197,57 @@ fn main() {
     let config = Qwen2Config::new(VOCAB, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS)
         .with_max_position_embeddings(seq.max(1) + 1);
 
-    // Forward only: a plain device, no autodiff graph.
-    let device = Device::ndarray();
-    let model = config.init(&device);
-    let (input, _) = token_ids(batch, seq, &device);
-    let padding = Padding::none(batch);
-    let forward = time(warmup, repeats, || {
-        let logits = model.forward(input.clone(), &padding, None);
-        // NdArray is eager; reading one value makes sure the logits exist before the clock stops.
-        std::hint::black_box(logits.narrow(1, seq - 1, 1).into_data());
-    });
-    drop(model);
+    let mut results: Vec<String> = Vec::new();
 
-    // Forward + backward on an autodiff device.
-    let device = Device::ndarray().autodiff();
-    let model = config.init(&device);
-    let (input, targets) = token_ids(batch, seq, &device);
-    let mut last_loss = 0.0f32;
-    let forward_backward = time(warmup, repeats, || {
-        let loss = loss(&model, &input, &targets);
-        last_loss = loss.clone().into_scalar();
-        std::hint::black_box(loss.backward());
-    });
+    if runs("forward") {
+        // Forward only: a plain device, no autodiff graph.
+        let device = Device::ndarray();
+        let model = config.init(&device);
+        let (input, _) = token_ids(batch, seq, &device);
+        let padding = Padding::none(batch);
+        let forward = time(warmup, repeats, || {
+            let logits = model.forward(input.clone(), &padding, None);
+            // NdArray is eager; reading one value makes sure the logits exist before the clock
+            // stops.
+            std::hint::black_box(logits.narrow(1, seq - 1, 1).into_data());
+        });
+        results.push(format!("\"forward\":{}", forward.json(tokens)));
+    }
 
-    drop(model);
+    if runs("forward_backward") {
+        // Forward + backward on an autodiff device.
+        let device = Device::ndarray().autodiff();
+        let model = config.init(&device);
+        let (input, targets) = token_ids(batch, seq, &device);
+        let mut last_loss = 0.0f32;
+        let forward_backward = time(warmup, repeats, || {
+            let loss = loss(&model, &input, &targets);
+            last_loss = loss.clone().into_scalar();
+            std::hint::black_box(loss.backward());
+        });
+        results.push(format!("\"loss\":{last_loss:.5}"));
+        results.push(format!(
+            "\"forward_backward\":{}",
+            forward_backward.json(tokens)
+        ));
+    }
 
     // Decoding with the KV cache (rollouts): the built-in tiny model's config and this one.
-    let decode = [
+    for (name, case) in [
         ("decode_tiny", DecodeCase::tiny()),
         ("decode_h256", DecodeCase::h256(config.clone())),
-    ]
-    .map(|(name, case)| {
-        let (timing, tokens) = decode(&case, warmup, repeats);
-        format!("\"{name}\":{}", timing.json(tokens))
-    })
-    .join(",");
+    ] {
+        if runs(name) {
+            let (timing, tokens) = decode(&case, warmup, repeats);
+            results.push(format!("\"{name}\":{}", timing.json(tokens)));
+        }
+    }
 
     println!(
-        "{{\"impl\":\"aqn-burn-ndarray\",\"rayon_threads\":{},\"matmul_threads\":{},\"config\":{{\"vocab\":{VOCAB},\"hidden\":{HIDDEN},\"intermediate\":{INTERMEDIATE},\"layers\":{LAYERS},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS}}},\"batch\":{batch},\"seq\":{seq},\"tokens\":{tokens},\"warmup\":{warmup},\"repeats\":{repeats},\"loss\":{last_loss:.5},\"forward\":{},\"forward_backward\":{},{decode}}}",
+        "{{\"impl\":\"aqn-burn-ndarray\",\"rayon_threads\":{},\"matmul_threads\":{},\"allocator_configured\":{allocator},\"config\":{{\"vocab\":{VOCAB},\"hidden\":{HIDDEN},\"intermediate\":{INTERMEDIATE},\"layers\":{LAYERS},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS}}},\"batch\":{batch},\"seq\":{seq},\"tokens\":{tokens},\"warmup\":{warmup},\"repeats\":{repeats},{}}}",
         pool_threads("RAYON_NUM_THREADS", usize::MAX),
         // matrixmultiply defaults to the physical cores (this counts logical ones) and caps at 4.
         pool_threads("MATMUL_NUM_THREADS", 4),
-        forward.json(tokens),
-        forward_backward.json(tokens),
+        results.join(","),
     );
 }

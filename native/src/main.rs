@@ -64,8 +64,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // The CPU GEMMs split their work over Rayon's threads (before any thread starts).
+    // The CPU GEMMs split their work over Rayon's threads (before any thread starts), and
+    // tensor-sized buffers reuse freed heap memory instead of faulting in fresh pages.
     aqn_core::cpu::configure_gemm_threads();
+    aqn_core::cpu::configure_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::QuantError(args) => cmd::quant_error::run(args),

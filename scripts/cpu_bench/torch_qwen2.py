@@ -13,7 +13,7 @@ of 8 x 256 tokens without padding:
 Each is run --warmup times untimed, then --repeats times timed; throughput is batch x seq tokens
 over the median time. Prints one JSON line (the same fields as the Rust bench).
 
-Usage: torch_qwen2.py [--threads N] [--batch 8] [--seq 256] [--warmup 2] [--repeats 5]
+Usage: torch_qwen2.py [--threads N] [--batch 8] [--seq 256] [--warmup 2] [--repeats 5] [--only CASE]
 Needs `pip install torch transformers`.
 """
 
@@ -53,6 +53,9 @@ def summary(times, tokens):
     }
 
 
+CASES = ("forward", "forward_backward", "decode_tiny", "decode_h256")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -60,7 +63,17 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--only",
+        choices=CASES,
+        help="run this case alone and print its result only (AQN_BENCH_ONLY of the Rust bench)",
+    )
     args = ap.parse_args()
+    results = {}
+
+    def wanted(name):
+        return args.only is None or args.only == name
+
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -91,7 +104,8 @@ def main():
         with torch.no_grad():
             model(input_ids=inputs, use_cache=False).logits
 
-    fwd = timing(args.warmup, args.repeats, forward)
+    if wanted("forward"):
+        results["forward"] = summary(timing(args.warmup, args.repeats, forward), tokens)
 
     model.train()
     last = {}
@@ -106,15 +120,19 @@ def main():
         loss.backward()
         last["loss"] = loss.item()
 
-    fwd_bwd = timing(args.warmup, args.repeats, forward_backward, before=zero)
+    if wanted("forward_backward"):
+        fwd_bwd = timing(args.warmup, args.repeats, forward_backward, before=zero)
+        results["loss"] = round(last["loss"], 5)
+        results["forward_backward"] = summary(fwd_bwd, tokens)
 
     # Decoding with the KV cache (transformers' generate): the built-in tiny model's architecture
     # and this config, as core/benches/qwen2_train.rs runs them.
-    decode = {}
     for name, (vocab, hidden, inter, layers, heads, kv), batch, prompt, new in (
         ("decode_tiny", (54, 128, 384, 4, 4, 2), 128, 48, 64),
         ("decode_h256", (VOCAB, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS), 32, 64, 64),
     ):
+        if not wanted(name):
+            continue
         cfg = Qwen2Config(
             vocab_size=vocab,
             hidden_size=hidden,
@@ -146,7 +164,7 @@ def main():
                 )
             assert out.shape == (batch, prompt + new), out.shape
 
-        decode[name] = summary(timing(args.warmup, args.repeats, generate), batch * new)
+        results[name] = summary(timing(args.warmup, args.repeats, generate), batch * new)
 
     print(
         json.dumps(
@@ -168,10 +186,7 @@ def main():
                 "tokens": tokens,
                 "warmup": args.warmup,
                 "repeats": args.repeats,
-                "loss": round(last["loss"], 5),
-                "forward": summary(fwd, tokens),
-                "forward_backward": summary(fwd_bwd, tokens),
-                **decode,
+                **results,
             }
         )
     )

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use burn::tensor::Tensor;
 
-use super::host::{HostArray, HostOp, Input, SendPtr, apply, for_each_task};
+use super::host::{Fresh, HostArray, HostOp, Input, apply, for_each_task};
 use super::simd::{dot, exp, max, multiversion};
 use crate::model::attention::MASKED_SCORE;
 
@@ -196,9 +196,9 @@ impl HostOp<3> for AttentionOp {
     ) -> (HostArray, Option<AttentionState>) {
         let Dims { b, h, kv, s, t, d } = self.dims;
         let rep = h / kv;
-        let mut out = vec![0.0f32; b * s * h * d];
-        let mut p = vec![0.0f32; b * h * s * t];
-        let (out_ptr, p_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(p.as_mut_ptr()));
+        // Both written by the tasks below: `out` through the GEMM (beta 0: matrixmultiply
+        // never reads it), `p` by the scores' GEMM and zeros around it.
+        let (out, p) = (Fresh::new(b * s * h * d), Fresh::new(b * h * s * t));
         let (qs, ks, vs, mask) = (q.values(), k_t.values(), v.values(), &self.mask);
         for_each_task(b * kv, b * h * s * t * d / 16, |task| {
             let (bi, g) = (task / kv, task % kv);
@@ -215,22 +215,27 @@ impl HostOp<3> for AttentionOp {
                     // SAFETY: task (bi, g) alone writes the probabilities of its heads and their
                     // columns of the output; every operand below lies inside its buffer.
                     unsafe {
-                        let p_b = std::slice::from_raw_parts_mut(
-                            p_ptr.get().add(((bi * h + head) * s + i0) * t),
-                            (i1 - i0) * t,
-                        );
+                        let at = ((bi * h + head) * s + i0) * t;
                         // Scores only where some row of the block sees a key: under a causal
                         // mask, up to the block's last query (half the products of a square).
-                        if let Some((lo, hi)) = scores {
+                        let (lo, hi) = scores.unwrap_or((0, 0));
+                        if hi > lo {
                             gemm(
                                 (i1 - i0, d, hi - lo),
                                 self.scale,
                                 (q_b.as_ptr(), d as isize, 1),
                                 (k_g.as_ptr().add(lo), t as isize, 1),
                                 0.0,
-                                (p_b.as_mut_ptr().add(lo), t as isize, 1),
+                                (p.ptr().add(at + lo), t as isize, 1),
                             );
                         }
+                        // Zeros around them (what the softmax leaves at 0 anyway).
+                        for row in 0..i1 - i0 {
+                            let r = p.ptr().add(at + row * t);
+                            std::ptr::write_bytes(r, 0, lo);
+                            std::ptr::write_bytes(r.add(hi), 0, t - hi);
+                        }
+                        let p_b = p.written(at, (i1 - i0) * t);
                         softmax_rows(p_b, mb, t);
                         gemm(
                             (i1 - i0, phi - plo, d),
@@ -239,7 +244,7 @@ impl HostOp<3> for AttentionOp {
                             (v_g.as_ptr().add(plo * d), d as isize, 1),
                             0.0,
                             (
-                                out_ptr.get().add((bi * s + i0) * h * d + head * d),
+                                out.ptr().add((bi * s + i0) * h * d + head * d),
                                 (h * d) as isize,
                                 1,
                             ),
@@ -248,6 +253,10 @@ impl HostOp<3> for AttentionOp {
                 }
             }
         });
+        // SAFETY: every (row, head) block of `p` was written by its task; every row of
+        // every head of `out` was written by a product over at least one key (the span
+        // `plo..phi` is never empty: t >= s >= 1 whenever there are values).
+        let (out, p) = unsafe { (out.finish(), p.finish()) };
         let state = track.then(|| AttentionState {
             q: q.clone(),
             k_t: k_t.clone(),
@@ -265,13 +274,11 @@ impl HostOp<3> for AttentionOp {
     ) -> [Option<HostArray>; 3] {
         let Dims { b, h, kv, s, t, d } = self.dims;
         let rep = h / kv;
-        let mut dq = vec![0.0f32; b * h * s * d];
-        let mut dk = vec![0.0f32; b * kv * d * t];
-        let mut dv = vec![0.0f32; b * kv * t * d];
-        let ptrs = (
-            SendPtr(dq.as_mut_ptr()),
-            SendPtr(dk.as_mut_ptr()),
-            SendPtr(dv.as_mut_ptr()),
+        // dq written by the GEMMs (beta 0), dk and dv accumulated into blocks their tasks zero.
+        let (dq, dk, dv) = (
+            Fresh::new(b * h * s * d),
+            Fresh::new(b * kv * d * t),
+            Fresh::new(b * kv * t * d),
         );
         let (qs, ks, vs, ps, dys) = (
             st.q.values(),
@@ -283,7 +290,13 @@ impl HostOp<3> for AttentionOp {
         let mask = &self.mask;
         for_each_task(b * kv, b * h * s * t * d / 16, |task| {
             let (bi, g) = (task / kv, task % kv);
-            let (dq_ptr, dk_ptr, dv_ptr) = ptrs;
+            // SAFETY: task (bi, g) alone owns its group's blocks of dk and dv.
+            let (dk_g, dv_g) = unsafe {
+                (
+                    dk.chunk((bi * kv + g) * d * t, d * t).as_mut_ptr(),
+                    dv.chunk((bi * kv + g) * t * d, t * d).as_mut_ptr(),
+                )
+            };
             let k_g = &ks[(bi * kv + g) * d * t..][..d * t];
             let v_g = &vs[(bi * kv + g) * t * d..][..t * d];
             let m = &mask[bi * s * t..][..s * t];
@@ -312,11 +325,7 @@ impl HostOp<3> for AttentionOp {
                             (p_b.as_ptr().add(lo), 1, t as isize),
                             (do_b, hd, 1),
                             1.0,
-                            (
-                                dv_ptr.get().add(((bi * kv + g) * t + lo) * d),
-                                d as isize,
-                                1,
-                            ),
+                            (dv_g.add(lo * d), d as isize, 1),
                         );
                         // dP = dO V^T on the span, then dS in place.
                         gemm(
@@ -335,11 +344,7 @@ impl HostOp<3> for AttentionOp {
                             (ds.as_ptr().add(lo), t as isize, 1),
                             (k_g.as_ptr().add(lo), 1, t as isize),
                             0.0,
-                            (
-                                dq_ptr.get().add(((bi * h + head) * s + i0) * d),
-                                d as isize,
-                                1,
-                            ),
+                            (dq.ptr().add(((bi * h + head) * s + i0) * d), d as isize, 1),
                         );
                         // dK^T[:, lo..hi] += scale Q^T dS
                         gemm(
@@ -348,12 +353,15 @@ impl HostOp<3> for AttentionOp {
                             (q_b.as_ptr(), 1, d as isize),
                             (ds.as_ptr().add(lo), t as isize, 1),
                             1.0,
-                            (dk_ptr.get().add((bi * kv + g) * d * t + lo), t as isize, 1),
+                            (dk_g.add(lo), t as isize, 1),
                         );
                     }
                 }
             }
         });
+        // SAFETY: dk and dv zeroed whole by their tasks; every row of every head of dq written
+        // by a product over a nonempty key span.
+        let (dq, dk, dv) = unsafe { (dq.finish(), dk.finish(), dv.finish()) };
         [
             needs[0].then(|| HostArray::new(dq, st.q.shape())),
             needs[1].then(|| HostArray::new(dk, st.k_t.shape())),

@@ -5,6 +5,8 @@
 
 #![allow(deprecated)] // NdArray: deprecated upstream, still the CPU backend of aqn-core.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -283,40 +285,154 @@ pub fn for_each_task(n: usize, work: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
-/// `f(chunk_index * chunk_len / width, chunk)` over the chunks of `chunk_len` values of `out`,
-/// in parallel when the whole is worth it; the chunking (and so every result) does not depend on
-/// the threads.
-pub fn par_chunks(out: &mut [f32], chunk_len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    use rayon::prelude::*;
+/// A new vector of `len` values made by `f(chunk_index, chunk)` over its chunks of `chunk_len`
+/// values (the last may be shorter), in parallel when [`parallel`]`(work)` (`work`: the values
+/// the whole operation touches). Each chunk is zeroed by the task that fills it, just before `f`
+/// runs: the memory is first touched (its pages faulted in) by the threads that use it, while it
+/// is in their caches, instead of by one thread beforehand. The chunking (and so every result)
+/// does not depend on the threads.
+pub fn new_chunks(
+    len: usize,
+    chunk_len: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
     let chunk_len = chunk_len.max(1);
-    if parallel(out.len()) {
-        out.par_chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    } else {
-        out.chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+    let out = Fresh::new(len);
+    for_each_task(len.div_ceil(chunk_len), work, |i| {
+        let start = i * chunk_len;
+        // SAFETY: task `i` alone takes the chunk starting at `start`.
+        f(i, unsafe { out.chunk(start, chunk_len.min(len - start)) });
+    });
+    // SAFETY: the chunks cover `0..len`, each zeroed before use.
+    unsafe { out.finish() }
+}
+
+/// [`new_chunks`] without the zeroing, for `f` that writes every value of its chunk (a
+/// `MaybeUninit` slice: it may not read them).
+///
+/// # Safety
+/// `f` must write every value of each chunk it is given.
+pub unsafe fn fill_chunks(
+    len: usize,
+    chunk_len: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let chunk_len = chunk_len.max(1);
+    let out = Fresh::new(len);
+    for_each_task(len.div_ceil(chunk_len), work, |i| {
+        let start = i * chunk_len;
+        // SAFETY: task `i` alone takes the chunk starting at `start`.
+        f(i, unsafe { out.uninit(start, chunk_len.min(len - start)) });
+    });
+    // SAFETY: the chunks cover `0..len`, each written whole by `f` (the caller's contract).
+    unsafe { out.finish() }
+}
+
+/// [`fill_chunks`] over `rows * width` values in chunks of [`ROWS_PER_TASK`] rows, with
+/// `f(first_row, chunk)`.
+///
+/// # Safety
+/// As [`fill_chunks`].
+pub unsafe fn fill_rows(
+    rows: usize,
+    width: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    // SAFETY: forwarded.
+    unsafe {
+        fill_chunks(rows * width, ROWS_PER_TASK * width, work, |i, c| {
+            f(i * ROWS_PER_TASK, c)
+        })
     }
 }
 
-/// `f(first_row, chunk)` over the chunks of `rows * width` values of `out`, [`ROWS_PER_TASK`]
-/// rows each (see [`par_chunks`]).
-pub fn par_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    par_chunks(out, ROWS_PER_TASK * width, |i, c| f(i * ROWS_PER_TASK, c));
+/// [`new_chunks`] over `rows * width` values in chunks of [`ROWS_PER_TASK`] rows, with
+/// `f(first_row, chunk)`.
+pub fn new_rows(
+    rows: usize,
+    width: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    new_chunks(rows * width, ROWS_PER_TASK * width, work, |i, c| {
+        f(i * ROWS_PER_TASK, c)
+    })
 }
 
-/// A raw pointer shared by parallel tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-pub struct SendPtr(pub *mut f32);
-// SAFETY: the tasks write disjoint ranges (each user says which).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+/// A vector being made by parallel tasks, each of which zeroes and fills its own disjoint part
+/// ([`Fresh::chunk`]) or writes it through [`Fresh::ptr`]; [`Fresh::finish`] hands it over once
+/// every value is written.
+pub struct Fresh {
+    values: Vec<f32>,
+    /// `values.as_mut_ptr()`, taken once (writes go through it).
+    ptr: *mut f32,
+    len: usize,
+}
 
-impl SendPtr {
-    /// The pointer (a method, so closures capture the wrapper, not the raw field).
-    pub fn get(self) -> *mut f32 {
-        self.0
+// SAFETY: the tasks touch disjoint parts (each user says which); the vector is not resized.
+unsafe impl Sync for Fresh {}
+
+impl Fresh {
+    /// Room for `len` values, none written yet.
+    pub fn new(len: usize) -> Self {
+        let mut values = Vec::with_capacity(len);
+        let ptr = values.as_mut_ptr();
+        Self { values, ptr, len }
+    }
+
+    /// Values `start..start + n`, zeroed.
+    ///
+    /// # Safety
+    /// The range must lie in `0..len` and no other live chunk or pointer write may overlap it.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn chunk(&self, start: usize, n: usize) -> &mut [f32] {
+        debug_assert!(start + n <= self.len);
+        // SAFETY: inside the allocation (caller); zeroed before the slice exists.
+        unsafe {
+            let p = self.ptr().add(start);
+            std::ptr::write_bytes(p, 0, n);
+            std::slice::from_raw_parts_mut(p, n)
+        }
+    }
+
+    /// Values `start..start + n`, not yet written.
+    ///
+    /// # Safety
+    /// As [`Fresh::chunk`].
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn uninit(&self, start: usize, n: usize) -> &mut [MaybeUninit<f32>] {
+        debug_assert!(start + n <= self.len);
+        // SAFETY: inside the allocation (caller); MaybeUninit needs no initialization.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr().add(start).cast(), n) }
+    }
+
+    /// Values `start..start + n`, written already (through [`Fresh::ptr`]).
+    ///
+    /// # Safety
+    /// As [`Fresh::chunk`], and every value of the range must have been written.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn written(&self, start: usize, n: usize) -> &mut [f32] {
+        debug_assert!(start + n <= self.len);
+        // SAFETY: inside the allocation and initialized (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr().add(start), n) }
+    }
+
+    /// The first value's address, for writes through raw pointers (GEMM outputs).
+    pub fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+
+    /// The vector.
+    ///
+    /// # Safety
+    /// Every value in `0..len` must have been written.
+    pub unsafe fn finish(mut self) -> Vec<f32> {
+        // SAFETY: the caller wrote all `len` values; the capacity is `len`.
+        unsafe { self.values.set_len(self.len) };
+        self.values
     }
 }
 

@@ -62,14 +62,13 @@ fn gemm(
     if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n];
     }
-    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    let c = super::host::Fresh::new(m * n);
     let threads = rayon::current_num_threads();
     let block = if threads > 1 && m * k * n >= PARALLEL_MACS {
         m.div_ceil(threads).next_multiple_of(16)
     } else {
         m
     };
-    let c_ptr = super::host::SendPtr(c.as_mut_ptr());
     let (a_ptr, b_ptr) = (a.0.as_ptr() as usize, b.0.as_ptr() as usize);
     // Work in multiply-adds over 16: a GEMM is worth splitting long before its output is.
     super::host::for_each_task(m.div_ceil(block), m * k * n / 16, |i| {
@@ -91,15 +90,14 @@ fn gemm(
                 b.1,
                 b.2,
                 0.0,
-                c_ptr.get().add(r0 * n),
+                c.ptr().add(r0 * n),
                 n as isize,
                 1,
             );
         }
     });
     // SAFETY: every element was written above.
-    unsafe { c.set_len(m * n) };
-    c
+    unsafe { c.finish() }
 }
 
 impl HostOp<2> for LinearOp {

@@ -4,6 +4,7 @@
 //!
 //! | file | operation | plain reference |
 //! |---|---|---|
+//! | [`add`] | `a + b`, and a bias added to every row | `a + b`, `y + b.unsqueeze()` |
 //! | [`linear`] | `x W^T` with its backward, no transposed copies | `x.matmul(w.transpose())` |
 //! | [`rms_norm`] | RMSNorm and its weight gradient | [`crate::model::RmsNorm::forward_reference`] |
 //! | [`swiglu`] | `silu(gate) * up` | [`crate::model::mlp::Mlp::gate_reference`] |
@@ -11,11 +12,16 @@
 //! | [`token_logprobs`] | log-prob of the taken token and entropy, from the logits | [`crate::train::sequence::token_logprobs_reference`] |
 //! | [`attention`] | grouped-query softmax attention with its mask | [`crate::model::attention::grouped_query_attention`] |
 //!
+//! [`allocator`] sets the C allocator up for tensor-sized buffers (programs call
+//! [`configure_allocator`] and [`configure_gemm_threads`] at start).
+//!
 //! [`host`] holds the plumbing (tensors as row-major host arrays, one autodiff node per fused
 //! operation) and [`simd`] the vectorizable arithmetic. Each operation is used only where
 //! [`fused_cpu_available`] (f32 tensors on the NdArray device); other backends take the plain
 //! reference, and the tests below check that both agree, values and gradients.
 
+pub mod add;
+pub mod allocator;
 pub mod attention;
 pub mod host;
 pub mod linear;
@@ -25,6 +31,8 @@ pub mod simd;
 pub mod swiglu;
 pub mod token_logprobs;
 
+pub use add::{add, add_bias};
+pub use allocator::configure_allocator;
 pub use attention::attention;
 pub use host::fused_cpu_available;
 pub use linear::{configure_gemm_threads, linear, matmul};
@@ -339,6 +347,80 @@ pub(crate) mod tests {
         assert_eq!(bits(&y1), bits(&y0), "forward");
         assert_eq!(bits(&dx1), bits(&dx0), "dx");
         assert_eq!(bits(&dw1), bits(&dw0), "dw");
+    }
+
+    #[test]
+    fn adds_are_the_plain_adds_with_gradients() {
+        use crate::cpu::host::ROWS_PER_TASK;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        // 3 tasks of rows and a partial one (the bias gradient's partial sums), 2 chunks of adds.
+        let (rows, n) = (3 * ROWS_PER_TASK + 5, 700);
+        let a0 = normals(rows * n, 20, 1.0);
+        let b0 = normals(rows * n, 21, 3.0);
+        let c0 = normals(n, 22, 0.5);
+        let g0 = normals(rows * n, 23, 1.0);
+        let run = |fused: bool| {
+            let (a, b, c) = (
+                tracked(a0.clone(), [rows, n]),
+                tracked(b0.clone(), [rows, n]),
+                tracked(c0.clone(), [n]),
+            );
+            let y = if fused {
+                super::add_bias(super::add(a.clone(), b.clone()), c.clone())
+            } else {
+                a.clone() + b.clone() + c.clone().unsqueeze::<2>()
+            };
+            let g = Tensor::<2>::from_data(TensorData::new(g0.clone(), [rows, n]), &y.device());
+            let grads = (y.clone() * g).sum().backward();
+            (
+                values(y),
+                values(a.grad(&grads).unwrap()),
+                values(b.grad(&grads).unwrap()),
+                values(c.grad(&grads).unwrap()),
+            )
+        };
+        let (y0, da0, db0, dc0) = run(false);
+        let (y1, da1, db1, dc1) = run(true);
+        assert_eq!(bits(&y1), bits(&y0), "a + b + c");
+        assert_eq!(bits(&da1), bits(&da0), "da");
+        assert_eq!(bits(&db1), bits(&db0), "db");
+        close(&dc1, &dc0, 1e-4, 1e-5, "dbias");
+    }
+
+    #[test]
+    fn split_gemms_are_the_single_thread_ones_bit_for_bit() {
+        // Products large enough to split into row blocks (forward, input and weight gradients;
+        // some with fewer rows than columns), on 2 threads against 1.
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (rows, k, out) in [(64, 700, 300), (300, 700, 64), (2048, 96, 40)] {
+            let x0 = normals(rows * k, 24, 1.0);
+            let w0 = normals(out * k, 25, 0.05);
+            let g0 = normals(rows * out, 26, 1.0);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let (x, w) = (
+                        tracked(x0.clone(), [rows, k]),
+                        tracked(w0.clone(), [out, k]),
+                    );
+                    let y = super::linear(x.clone(), w.clone());
+                    let g = Tensor::<2>::from_data(
+                        TensorData::new(g0.clone(), [rows, out]),
+                        &y.device(),
+                    );
+                    let grads = (y.clone() * g).sum().backward();
+                    (
+                        bits(&values(y)),
+                        bits(&values(x.grad(&grads).unwrap())),
+                        bits(&values(w.grad(&grads).unwrap())),
+                    )
+                })
+            };
+            assert_eq!(run(2), run(1), "[{rows}, {k}] x [{k}, {out}]");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Backward, with `g = dy * w` and `d` the row width:
 //! `dx = r * g - x * (r^3 / d) * sum(g * x)`, `dw = sum over rows of dy * x * r`.
 
-use super::host::{HostArray, HostOp, Input, SendPtr, apply, par_rows};
+use super::host::{Fresh, HostArray, HostOp, Input, apply, fill_rows};
 use super::simd::{dot, multiversion};
+use std::mem::MaybeUninit;
+
 use burn::tensor::Tensor;
 
 /// The fused RMSNorm of `x` (`[..., d]`) with weight `w` (`[d]`).
@@ -37,20 +39,20 @@ pub struct RmsNormState {
 }
 
 multiversion! {
-    fn forward_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], r: &mut [f32]) {
+    fn forward_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [MaybeUninit<f32>], r: &mut [f32]) {
         let d = w.len();
         for ((xr, yr), rr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(r.iter_mut()) {
             let inv = 1.0 / (dot(xr, xr) / d as f32 + eps).sqrt();
             *rr = inv;
             for ((y, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
-                *y = (v * inv) * g;
+                y.write((v * inv) * g);
             }
         }
     }
 }
 
 multiversion! {
-    fn backward_rows(x: &[f32], w: &[f32], r: &[f32], dy: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+    fn backward_rows(x: &[f32], w: &[f32], r: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], dw: &mut [f32]) {
         let d = w.len();
         for (((xr, gr), dxr), &inv) in x
             .chunks_exact(d)
@@ -69,7 +71,7 @@ multiversion! {
             }
             let c = inv * inv * inv * s / d as f32;
             for ((o, (&v, &g)), &ww) in dxr.iter_mut().zip(xr.iter().zip(gr)).zip(w) {
-                *o = inv * (g * ww) - v * c;
+                o.write(inv * (g * ww) - v * c);
             }
             for ((a, &v), &g) in dw.iter_mut().zip(xr).zip(gr) {
                 *a += g * v * inv;
@@ -84,18 +86,23 @@ impl HostOp<2> for RmsNormOp {
     fn forward(&self, [x, w]: [&HostArray; 2], track: bool) -> (HostArray, Option<RmsNormState>) {
         let d = w.values().len();
         let rows = x.values().len() / d.max(1);
-        let mut out = vec![0.0f32; rows * d];
-        let mut r = vec![0.0f32; rows];
+        let r = Fresh::new(rows);
         let (xs, ws, eps) = (x.values(), w.values(), self.epsilon);
-        {
-            let r_ptr = SendPtr(r.as_mut_ptr());
-            par_rows(&mut out, d, |row0, chunk| {
+        // SAFETY: forward_rows writes every value of its rows.
+        let out = unsafe {
+            fill_rows(rows, d, rows * d, |row0, chunk| {
                 let n = chunk.len() / d;
-                // SAFETY: each task writes the `r` entries of its own rows.
-                let rr = unsafe { std::slice::from_raw_parts_mut(r_ptr.get().add(row0), n) };
+                // Each task takes the `r` entries of its own rows.
+                let rr = r.chunk(row0, n);
                 forward_rows(&xs[row0 * d..(row0 + n) * d], ws, eps, chunk, rr);
-            });
-        }
+            })
+        };
+        // SAFETY: the row chunks cover every row (d > 0: one row per `r` entry).
+        let r = if d == 0 {
+            vec![0.0; rows]
+        } else {
+            unsafe { r.finish() }
+        };
         let state = track.then(|| RmsNormState {
             x: x.clone(),
             w: w.clone(),
@@ -107,18 +114,17 @@ impl HostOp<2> for RmsNormOp {
     fn backward(&self, s: RmsNormState, dy: HostArray, needs: [bool; 2]) -> [Option<HostArray>; 2] {
         let d = s.w.values().len();
         let rows = s.r.len();
-        let mut dx = vec![0.0f32; rows * d];
         let tasks = rows.div_ceil(super::host::ROWS_PER_TASK);
         // One partial dw per task, summed in task order (the same bits on any thread count).
-        let mut partial = vec![0.0f32; tasks * d];
-        {
-            let p_ptr = SendPtr(partial.as_mut_ptr());
-            let (xs, ws, gs, r) = (s.x.values(), s.w.values(), dy.values(), &s.r);
-            par_rows(&mut dx, d, |row0, chunk| {
+        let partial = Fresh::new(tasks * d);
+        let (xs, ws, gs, r) = (s.x.values(), s.w.values(), dy.values(), &s.r);
+        // SAFETY: backward_rows writes every value of its rows of dx.
+        let dx = unsafe {
+            fill_rows(rows, d, rows * d, |row0, chunk| {
                 let n = chunk.len() / d;
                 let task = row0 / super::host::ROWS_PER_TASK;
-                // SAFETY: each task writes its own partial row.
-                let dw = unsafe { std::slice::from_raw_parts_mut(p_ptr.get().add(task * d), d) };
+                // Each task takes its own partial row.
+                let dw = partial.chunk(task * d, d);
                 let span = row0 * d..(row0 + n) * d;
                 backward_rows(
                     &xs[span.clone()],
@@ -128,8 +134,14 @@ impl HostOp<2> for RmsNormOp {
                     chunk,
                     dw,
                 );
-            });
-        }
+            })
+        };
+        // SAFETY: one task per partial row (none when d = 0: no values).
+        let partial = if d == 0 {
+            Vec::new()
+        } else {
+            unsafe { partial.finish() }
+        };
         let mut dw = vec![0.0f32; d];
         for p in partial.chunks_exact(d.max(1)) {
             for (a, v) in dw.iter_mut().zip(p) {

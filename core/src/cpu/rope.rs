@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use burn::tensor::Tensor;
 
-use super::host::{HostArray, HostOp, Input, apply, par_chunks};
+use super::host::{HostArray, HostOp, Input, apply, fill_chunks};
 
 /// Splits `x` (`[batch, seq, heads * head_dim]`) into heads and rotates them with the tables
 /// `cos`, `sin` (row-major `[batch, 1, seq, head_dim]`).
@@ -54,20 +54,23 @@ impl HostOp<1> for RopeOp {
         let (s, n, d) = (self.s, self.heads, self.d);
         let half = d / 2;
         let xs = x.values();
-        let mut out = vec![0.0f32; self.b * n * s * d];
+        let len = self.b * n * s * d;
         // One task per (batch row, head): its [seq, head_dim] block of the output.
-        par_chunks(&mut out, s * d, |task, block| {
-            let (bi, h) = (task / n, task % n);
-            for (i, y) in block.chunks_exact_mut(d).enumerate() {
-                let xr = &xs[(bi * s + i) * n * d + h * d..][..d];
-                let c = &self.cos[(bi * s + i) * d..][..d];
-                let sn = &self.sin[(bi * s + i) * d..][..d];
-                for j in 0..half {
-                    y[j] = xr[j] * c[j] + (-xr[j + half]) * sn[j];
-                    y[j + half] = xr[j + half] * c[j + half] + xr[j] * sn[j + half];
+        // SAFETY: every value of each block is written below.
+        let out = unsafe {
+            fill_chunks(len, s * d, len, |task, block| {
+                let (bi, h) = (task / n, task % n);
+                for (i, y) in block.chunks_exact_mut(d).enumerate() {
+                    let xr = &xs[(bi * s + i) * n * d + h * d..][..d];
+                    let c = &self.cos[(bi * s + i) * d..][..d];
+                    let sn = &self.sin[(bi * s + i) * d..][..d];
+                    for j in 0..half {
+                        y[j].write(xr[j] * c[j] + (-xr[j + half]) * sn[j]);
+                        y[j + half].write(xr[j + half] * c[j + half] + xr[j] * sn[j + half]);
+                    }
                 }
-            }
-        });
+            })
+        };
         (HostArray::new(out, &[self.b, n, s, d]), track.then_some(()))
     }
 
@@ -78,20 +81,23 @@ impl HostOp<1> for RopeOp {
         let (s, n, d) = (self.s, self.heads, self.d);
         let half = d / 2;
         let gs = dy.values();
-        let mut dx = vec![0.0f32; self.b * s * n * d];
+        let len = self.b * s * n * d;
         // One task per (batch row, position): its row of the input gradient.
-        par_chunks(&mut dx, n * d, |task, row| {
-            let (bi, i) = (task / s, task % s);
-            let c = &self.cos[(bi * s + i) * d..][..d];
-            let sn = &self.sin[(bi * s + i) * d..][..d];
-            for (h, o) in row.chunks_exact_mut(d).enumerate() {
-                let g = &gs[((bi * n + h) * s + i) * d..][..d];
-                for j in 0..half {
-                    o[j] = g[j] * c[j] + g[j + half] * sn[j + half];
-                    o[j + half] = g[j + half] * c[j + half] - g[j] * sn[j];
+        // SAFETY: every value of each row is written below.
+        let dx = unsafe {
+            fill_chunks(len, n * d, len, |task, row| {
+                let (bi, i) = (task / s, task % s);
+                let c = &self.cos[(bi * s + i) * d..][..d];
+                let sn = &self.sin[(bi * s + i) * d..][..d];
+                for (h, o) in row.chunks_exact_mut(d).enumerate() {
+                    let g = &gs[((bi * n + h) * s + i) * d..][..d];
+                    for j in 0..half {
+                        o[j].write(g[j] * c[j] + g[j + half] * sn[j + half]);
+                        o[j + half].write(g[j + half] * c[j + half] - g[j] * sn[j]);
+                    }
                 }
-            }
-        });
+            })
+        };
         [Some(HostArray::new(dx, &[self.b, s, n * d]))]
     }
 }

@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
+use std::mem::MaybeUninit;
+
 use burn::tensor::Tensor;
 
-use super::host::{HostArray, HostOp, Input, SendPtr, apply, par_rows};
+use super::host::{Fresh, HostArray, HostOp, Input, apply, fill_rows, new_rows};
 use super::simd::{dot, exp, max, multiversion, sum};
 
 /// The log-probability of `targets` (row-major `[batch, positions]`) and the entropy at each
@@ -69,7 +71,7 @@ multiversion! {
 }
 
 multiversion! {
-    fn backward_rows(z: &[f32], targets: &[u32], g: &[f32], lse: &[f32], ent: &[f32], dz: &mut [f32]) {
+    fn backward_rows(z: &[f32], targets: &[u32], g: &[f32], lse: &[f32], ent: &[f32], dz: &mut [MaybeUninit<f32>]) {
         let v = dz.len() / targets.len().max(1);
         for (((((row, &t), gr), &l), &h), d) in z
             .chunks_exact(v)
@@ -83,9 +85,11 @@ multiversion! {
             for (o, &x) in d.iter_mut().zip(row) {
                 let lp = x - l;
                 let p = exp(lp);
-                *o = -gl * p - ge * p * (lp + h);
+                o.write(-gl * p - ge * p * (lp + h));
             }
-            d[t as usize] += gl;
+            // SAFETY: written just above.
+            let at_target = unsafe { d[t as usize].assume_init_read() };
+            d[t as usize].write(at_target + gl);
         }
     }
 }
@@ -101,26 +105,24 @@ impl HostOp<1> for TokenLogprobsOp {
         let shape = z.shape().to_vec();
         let v = shape[2];
         let rows = shape[0] * shape[1];
-        let mut out = vec![0.0f32; rows * 2];
-        let mut stats = vec![0.0f32; rows * 2];
+        let stats = Fresh::new(rows * 2);
         let zs = z.values();
-        {
-            let st = SendPtr(stats.as_mut_ptr());
-            par_rows(&mut out, 2, |row0, chunk| {
-                let n = chunk.len() / 2;
-                // SAFETY: each task writes the stats of its own rows.
-                let stats =
-                    unsafe { std::slice::from_raw_parts_mut(st.get().add(2 * row0), 2 * n) };
-                let mut scratch = vec![0.0f32; v];
-                forward_rows(
-                    &zs[row0 * v..(row0 + n) * v],
-                    &self.targets[row0..row0 + n],
-                    chunk,
-                    stats,
-                    &mut scratch,
-                );
-            });
-        }
+        // The work is the logits read, not the two values written per row.
+        let out = new_rows(rows, 2, rows * v, |row0, chunk| {
+            let n = chunk.len() / 2;
+            // SAFETY: each task takes the stats of its own rows.
+            let stats = unsafe { stats.chunk(2 * row0, 2 * n) };
+            let mut scratch = vec![0.0f32; v];
+            forward_rows(
+                &zs[row0 * v..(row0 + n) * v],
+                &self.targets[row0..row0 + n],
+                chunk,
+                stats,
+                &mut scratch,
+            );
+        });
+        // SAFETY: the row chunks cover every row's two stats.
+        let stats = unsafe { stats.finish() };
         let state = track.then(|| TokenLogprobsState {
             logits: z.clone(),
             lse: Arc::new(stats.iter().step_by(2).copied().collect()),
@@ -140,19 +142,22 @@ impl HostOp<1> for TokenLogprobsOp {
         }
         let shape = s.logits.shape().to_vec();
         let v = shape[2];
-        let mut dz = vec![0.0f32; s.logits.values().len()];
         let (zs, gs) = (s.logits.values(), dy.values());
-        par_rows(&mut dz, v, |row0, chunk| {
-            let n = chunk.len() / v;
-            backward_rows(
-                &zs[row0 * v..(row0 + n) * v],
-                &self.targets[row0..row0 + n],
-                &gs[2 * row0..2 * (row0 + n)],
-                &s.lse[row0..row0 + n],
-                &s.entropy[row0..row0 + n],
-                chunk,
-            );
-        });
+        let len = zs.len();
+        // SAFETY: backward_rows writes every value of its rows.
+        let dz = unsafe {
+            fill_rows(len / v.max(1), v, len, |row0, chunk| {
+                let n = chunk.len() / v;
+                backward_rows(
+                    &zs[row0 * v..(row0 + n) * v],
+                    &self.targets[row0..row0 + n],
+                    &gs[2 * row0..2 * (row0 + n)],
+                    &s.lse[row0..row0 + n],
+                    &s.entropy[row0..row0 + n],
+                    chunk,
+                );
+            })
+        };
         [Some(HostArray::new(dz, &shape))]
     }
 }

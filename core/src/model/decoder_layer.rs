@@ -59,10 +59,14 @@ impl DecoderLayer {
         mask: &AttentionMask,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), rope, mask, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        // The residual adds: one multi-threaded pass each on the CPU backend.
+        let attn =
+            self.self_attn
+                .forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
+        let h = crate::cpu::add(x, attn);
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(h.clone()));
+        crate::cpu::add(h, mlp)
     }
 }

@@ -261,12 +261,13 @@ impl QLinear {
             Some(noise) => noise.apply(y),
             None => y,
         };
+        // One multi-threaded pass each on the CPU backend (cpu::add).
         let y = match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<2>(),
+            Some(b) => crate::cpu::add_bias(y, b.val()),
             None => y,
         };
         let y = match &self.lora {
-            Some(lora) => y + lora.forward(x),
+            Some(lora) => crate::cpu::add(y, lora.forward(x)),
             None => y,
         };
         y.reshape(out_dims)
