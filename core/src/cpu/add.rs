@@ -10,6 +10,7 @@ use burn::tensor::Tensor;
 
 use super::host::{
     Fresh, HostArray, HostOp, Input, ROWS_PER_TASK, apply, fill_chunks, fused_cpu_available,
+    sum_rows,
 };
 
 /// Values per parallel task.
@@ -119,13 +120,7 @@ impl HostOp<2> for AddBiasOp {
             } else {
                 unsafe { partial.finish() }
             };
-            let mut db = vec![0.0f32; n];
-            for p in partial.chunks_exact(n.max(1)) {
-                for (a, v) in db.iter_mut().zip(p) {
-                    *a += v;
-                }
-            }
-            HostArray::new(db, &[n])
+            HostArray::new(sum_rows(&partial, n), &[n])
         });
         [needs[0].then_some(dy), db]
     }

@@ -49,10 +49,12 @@ pub fn attention(
         b * s * t,
         "attention: mask of [{b}, 1, {s}, {t}]"
     );
+    let spans = Arc::new(row_spans(&hidden, t));
     apply(
         AttentionOp {
             dims: Dims { b, h, kv, s, t, d },
             mask: hidden,
+            spans,
             scale: scale as f32,
         },
         [Input::from(q), Input::from(k_t), Input::from(v)],
@@ -74,6 +76,8 @@ struct AttentionOp {
     dims: Dims,
     /// `[batch, seq, keys]`: true where hidden.
     mask: Arc<Vec<bool>>,
+    /// The visible span of each mask row (`[batch, seq]`).
+    spans: Arc<Vec<RowSpan>>,
     scale: f32,
 }
 
@@ -111,22 +115,25 @@ unsafe fn gemm(
 multiversion! {
     /// Masks and normalizes each row of `scores` (`[rows, t]`) in place: hidden entries get
     /// [`MASKED_SCORE`], then `exp(x - max) / sum`. A hidden entry of a row that sees some key
-    /// is exactly 0 that way (its exp underflows), so only the span from the first to the last
-    /// visible key is computed (half the row under a causal mask); a row that sees nothing
-    /// gets the uniform distribution the masked scores give.
-    fn softmax_rows(scores: &mut [f32], mask: &[bool], t: usize) {
-        for (row, m) in scores.chunks_exact_mut(t).zip(mask.chunks_exact(t)) {
-            let (Some(lo), Some(hi)) = (m.iter().position(|&h| !h), m.iter().rposition(|&h| !h)) else {
+    /// is exactly 0 that way (its exp underflows), so only the row's span from its first to its
+    /// last visible key is computed (half the row under a causal mask), and only a span with
+    /// hidden keys inside is masked; a row that sees nothing gets the uniform distribution the
+    /// masked scores give.
+    fn softmax_rows(scores: &mut [f32], spans: &[RowSpan], mask: &[bool], t: usize) {
+        for ((row, m), sp) in scores.chunks_exact_mut(t).zip(mask.chunks_exact(t)).zip(spans) {
+            let (lo, hi) = (sp.lo, sp.hi);
+            if lo == hi {
                 row.fill(1.0 / t as f32);
                 continue;
-            };
+            }
             row[..lo].fill(0.0);
-            row[hi + 1..].fill(0.0);
-            let span = &mut row[lo..=hi];
-            let hidden = &m[lo..=hi];
-            for (x, &hide) in span.iter_mut().zip(hidden) {
-                if hide {
-                    *x = MASKED_SCORE;
+            row[hi..].fill(0.0);
+            let span = &mut row[lo..hi];
+            if sp.holes {
+                for (x, &hide) in span.iter_mut().zip(&m[lo..hi]) {
+                    if hide {
+                        *x = MASKED_SCORE;
+                    }
                 }
             }
             let top = max(span);
@@ -161,20 +168,47 @@ multiversion! {
 /// Query rows per block of the span computation.
 const ROW_BLOCK: usize = 64;
 
-/// The columns of `rows` mask rows (stride `t`) that their probabilities can be nonzero on:
-/// the union of their visible spans, or every column when a row sees nothing (its
-/// probabilities are uniform); `None` when no row sees anything... which still needs every
-/// column, so it is `Some((0, t))` then. Also the union of the visible spans alone (the scores
-/// the softmax reads), `None` when no row sees a key.
-fn block_spans(mask: &[bool], t: usize) -> ((usize, usize), Option<(usize, usize)>) {
+/// The visible keys of one mask row: `lo..hi` from its first to one past its last visible key
+/// (`lo == hi`: it sees none), and whether a hidden key lies between them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct RowSpan {
+    lo: usize,
+    hi: usize,
+    holes: bool,
+}
+
+/// The [`RowSpan`] of each row of `mask` (rows of `t` keys).
+fn row_spans(mask: &[bool], t: usize) -> Vec<RowSpan> {
+    mask.chunks_exact(t.max(1))
+        .map(
+            |row| match (row.iter().position(|&h| !h), row.iter().rposition(|&h| !h)) {
+                (Some(lo), Some(last)) => RowSpan {
+                    lo,
+                    hi: last + 1,
+                    holes: row[lo..=last].iter().any(|&h| h),
+                },
+                _ => RowSpan {
+                    lo: 0,
+                    hi: 0,
+                    holes: false,
+                },
+            },
+        )
+        .collect()
+}
+
+/// The columns of a block of rows with these spans that their probabilities can be nonzero
+/// on: the union of their visible spans, or every column (`0..t`) when a row sees nothing (its
+/// probabilities are uniform) or none sees anything. Also the union of the visible spans alone
+/// (the scores the softmax reads), `None` when no row sees a key.
+fn block_spans(spans: &[RowSpan], t: usize) -> ((usize, usize), Option<(usize, usize)>) {
     let (mut lo, mut hi, mut blind) = (t, 0, false);
-    for row in mask.chunks_exact(t) {
-        match (row.iter().position(|&h| !h), row.iter().rposition(|&h| !h)) {
-            (Some(a), Some(b)) => {
-                lo = lo.min(a);
-                hi = hi.max(b + 1);
-            }
-            _ => blind = true,
+    for sp in spans {
+        if sp.lo == sp.hi {
+            blind = true;
+        } else {
+            lo = lo.min(sp.lo);
+            hi = hi.max(sp.hi);
         }
     }
     let scores = (lo < hi).then_some((lo, hi));
@@ -208,7 +242,8 @@ impl HostOp<3> for AttentionOp {
             for i0 in (0..s).step_by(ROW_BLOCK) {
                 let i1 = (i0 + ROW_BLOCK).min(s);
                 let mb = &m[i0 * t..i1 * t];
-                let ((plo, phi), scores) = block_spans(mb, t);
+                let sp = &self.spans[bi * s + i0..bi * s + i1];
+                let ((plo, phi), scores) = block_spans(sp, t);
                 for r in 0..rep {
                     let head = g * rep + r;
                     let q_b = &qs[((bi * h + head) * s + i0) * d..][..(i1 - i0) * d];
@@ -236,7 +271,7 @@ impl HostOp<3> for AttentionOp {
                             std::ptr::write_bytes(r.add(hi), 0, t - hi);
                         }
                         let p_b = p.written(at, (i1 - i0) * t);
-                        softmax_rows(p_b, mb, t);
+                        softmax_rows(p_b, sp, mb, t);
                         gemm(
                             (i1 - i0, phi - plo, d),
                             1.0,
@@ -305,7 +340,7 @@ impl HostOp<3> for AttentionOp {
                 let i1 = (i0 + ROW_BLOCK).min(s);
                 let rows = i1 - i0;
                 let mb = &m[i0 * t..i1 * t];
-                let ((lo, hi), _) = block_spans(mb, t);
+                let ((lo, hi), _) = block_spans(&self.spans[bi * s + i0..bi * s + i1], t);
                 let w = hi - lo;
                 for r in 0..rep {
                     let head = g * rep + r;

@@ -285,31 +285,12 @@ pub fn for_each_task(n: usize, work: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
-/// A new vector of `len` values made by `f(chunk_index, chunk)` over its chunks of `chunk_len`
-/// values (the last may be shorter), in parallel when [`parallel`]`(work)` (`work`: the values
-/// the whole operation touches). Each chunk is zeroed by the task that fills it, just before `f`
-/// runs: the memory is first touched (its pages faulted in) by the threads that use it, while it
-/// is in their caches, instead of by one thread beforehand. The chunking (and so every result)
-/// does not depend on the threads.
-pub fn new_chunks(
-    len: usize,
-    chunk_len: usize,
-    work: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
-    let chunk_len = chunk_len.max(1);
-    let out = Fresh::new(len);
-    for_each_task(len.div_ceil(chunk_len), work, |i| {
-        let start = i * chunk_len;
-        // SAFETY: task `i` alone takes the chunk starting at `start`.
-        f(i, unsafe { out.chunk(start, chunk_len.min(len - start)) });
-    });
-    // SAFETY: the chunks cover `0..len`, each zeroed before use.
-    unsafe { out.finish() }
-}
-
-/// [`new_chunks`] without the zeroing, for `f` that writes every value of its chunk (a
-/// `MaybeUninit` slice: it may not read them).
+/// A new vector of `len` values written by `f(chunk_index, chunk)` over its chunks of
+/// `chunk_len` values (the last may be shorter; `MaybeUninit` slices: `f` writes every value
+/// and reads only what it wrote), in parallel when [`parallel`]`(work)` (`work`: the values the
+/// whole operation touches). The memory is first touched (its pages faulted in) by the threads
+/// that compute it, while it is in their caches, instead of by one thread zeroing it
+/// beforehand. The chunking (and so every result) does not depend on the threads.
 ///
 /// # Safety
 /// `f` must write every value of each chunk it is given.
@@ -349,17 +330,16 @@ pub unsafe fn fill_rows(
     }
 }
 
-/// [`new_chunks`] over `rows * width` values in chunks of [`ROWS_PER_TASK`] rows, with
-/// `f(first_row, chunk)`.
-pub fn new_rows(
-    rows: usize,
-    width: usize,
-    work: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
-    new_chunks(rows * width, ROWS_PER_TASK * width, work, |i, c| {
-        f(i * ROWS_PER_TASK, c)
-    })
+/// The sum of the rows (`n` values each) of `partial`, added in row order: per-task partial
+/// sums reduced the same way on any number of threads.
+pub fn sum_rows(partial: &[f32], n: usize) -> Vec<f32> {
+    let mut total = vec![0.0f32; n];
+    for p in partial.chunks_exact(n.max(1)) {
+        for (a, v) in total.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    total
 }
 
 /// A vector being made by parallel tasks, each of which zeroes and fills its own disjoint part

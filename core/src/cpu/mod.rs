@@ -146,7 +146,8 @@ pub(crate) mod tests {
 
     /// The fused attention against the composed one, values and gradients, for `[b, h, s, d]`
     /// queries over `t` keys (the first `t - s` cached) with causal masking, `pad` keys of left
-    /// padding in row 1, and (when `blind`) one query of row 0 that sees nothing.
+    /// padding in row 1, and (when `blind`) one query of row 0 that sees nothing and later ones
+    /// with a hidden key inside their visible span.
     #[allow(clippy::too_many_arguments)]
     fn check_attention(
         b: usize,
@@ -169,7 +170,9 @@ pub(crate) mod tests {
             .flat_map(|row| {
                 (0..s).flat_map(move |i| {
                     (0..t).map(move |j| {
-                        j > cached + i || (row == 1 && j < pad) || (blind && row == 0 && i == 2)
+                        j > cached + i
+                            || (row == 1 && j < pad)
+                            || (blind && row == 0 && (i == 2 || (i >= 3 && j == 1)))
                     })
                 })
             })

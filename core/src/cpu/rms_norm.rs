@@ -5,7 +5,7 @@
 //! Backward, with `g = dy * w` and `d` the row width:
 //! `dx = r * g - x * (r^3 / d) * sum(g * x)`, `dw = sum over rows of dy * x * r`.
 
-use super::host::{Fresh, HostArray, HostOp, Input, apply, fill_rows};
+use super::host::{Fresh, HostArray, HostOp, Input, apply, fill_rows, sum_rows};
 use super::simd::{dot, multiversion};
 use std::mem::MaybeUninit;
 
@@ -142,12 +142,7 @@ impl HostOp<2> for RmsNormOp {
         } else {
             unsafe { partial.finish() }
         };
-        let mut dw = vec![0.0f32; d];
-        for p in partial.chunks_exact(d.max(1)) {
-            for (a, v) in dw.iter_mut().zip(p) {
-                *a += v;
-            }
-        }
+        let dw = sum_rows(&partial, d);
         [
             needs[0].then(|| HostArray::new(dx, s.x.shape())),
             needs[1].then(|| HostArray::new(dw, s.w.shape())),

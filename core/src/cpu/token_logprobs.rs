@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use burn::tensor::Tensor;
 
-use super::host::{Fresh, HostArray, HostOp, Input, apply, fill_rows, new_rows};
+use super::host::{Fresh, HostArray, HostOp, Input, apply, fill_rows};
 use super::simd::{dot, exp, max, multiversion, sum};
 
 /// The log-probability of `targets` (row-major `[batch, positions]`) and the entropy at each
@@ -46,7 +46,7 @@ pub struct TokenLogprobsState {
 multiversion! {
     /// Per row: `(logp, entropy)` into `out`, `lse` and the entropy into `stats`
     /// (`2 * rows` values), with `scratch` the width of a row.
-    fn forward_rows(z: &[f32], targets: &[u32], out: &mut [f32], stats: &mut [f32], scratch: &mut [f32]) {
+    fn forward_rows(z: &[f32], targets: &[u32], out: &mut [MaybeUninit<f32>], stats: &mut [f32], scratch: &mut [f32]) {
         let v = scratch.len();
         for (((row, &t), o), st) in z
             .chunks_exact(v)
@@ -62,8 +62,8 @@ multiversion! {
             let lse = top + total.ln();
             let pz = dot(scratch, row) / total;
             let h = lse - pz;
-            o[0] = row[t as usize] - lse;
-            o[1] = h;
+            o[0].write(row[t as usize] - lse);
+            o[1].write(h);
             st[0] = lse;
             st[1] = h;
         }
@@ -108,19 +108,22 @@ impl HostOp<1> for TokenLogprobsOp {
         let stats = Fresh::new(rows * 2);
         let zs = z.values();
         // The work is the logits read, not the two values written per row.
-        let out = new_rows(rows, 2, rows * v, |row0, chunk| {
-            let n = chunk.len() / 2;
-            // SAFETY: each task takes the stats of its own rows.
-            let stats = unsafe { stats.chunk(2 * row0, 2 * n) };
-            let mut scratch = vec![0.0f32; v];
-            forward_rows(
-                &zs[row0 * v..(row0 + n) * v],
-                &self.targets[row0..row0 + n],
-                chunk,
-                stats,
-                &mut scratch,
-            );
-        });
+        // SAFETY: forward_rows writes both values of every row.
+        let out = unsafe {
+            fill_rows(rows, 2, rows * v, |row0, chunk| {
+                let n = chunk.len() / 2;
+                // Each task takes the stats of its own rows.
+                let stats = stats.chunk(2 * row0, 2 * n);
+                let mut scratch = vec![0.0f32; v];
+                forward_rows(
+                    &zs[row0 * v..(row0 + n) * v],
+                    &self.targets[row0..row0 + n],
+                    chunk,
+                    stats,
+                    &mut scratch,
+                );
+            })
+        };
         // SAFETY: the row chunks cover every row's two stats.
         let stats = unsafe { stats.finish() };
         let state = track.then(|| TokenLogprobsState {
