@@ -16,7 +16,7 @@ use std::sync::Arc;
 use burn::tensor::Tensor;
 
 use super::host::{Fresh, HostArray, HostOp, Input, apply, for_each_task};
-use super::simd::{dot, exp, max, multiversion};
+use super::simd::{dot, exp_sum, max, multiversion};
 use crate::model::attention::MASKED_SCORE;
 
 /// `softmax(q k^T * scale, hiding mask) v` with every key/value head serving `heads / kv_heads`
@@ -136,11 +136,7 @@ multiversion! {
                     }
                 }
             }
-            let top = max(span);
-            for x in span.iter_mut() {
-                *x = exp(*x - top);
-            }
-            let total = super::simd::sum(span);
+            let total = exp_sum(span, max(span));
             for x in span.iter_mut() {
                 *x /= total;
             }

@@ -9,8 +9,16 @@
 /// Partial sums of [`sum`] and [`dot`].
 pub const LANES: usize = 16;
 
+/// 1.5 * 2^23: adding it to an integer-valued float under 2^22 in magnitude keeps the sum in
+/// `[2^23, 2^24)`, where the mantissa's low bits count whole units (so `bits(v + M) - bits(M)`
+/// is `v`, negative or not).
+const EXP_MAGIC: f32 = 12_582_912.0;
+
 /// `e^x` to about 2 ulp (Cephes' `expf`: `2^n` times a degree-6 polynomial on
-/// `[-ln2/2, ln2/2]`), 0 below `-88.37` (as the library's underflow), `+inf` above `88.72`.
+/// `[-ln2/2, ln2/2]`), 0 below `-88.37` (as the library's underflow), `+inf` from `127.5 ln 2 =
+/// 88.376` (the library's overflow is at 88.72: `2^128` has no exponent bits; the kernels take
+/// `exp` of values at most 0, and of `-x` in a sigmoid, where `1 / (1 + inf) = 0` is the f32
+/// result anyway).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -28,8 +36,11 @@ pub fn exp(x: f32) -> f32 {
         + 0.5;
     let y = p * z + r + 1.0;
     // 2^fx from its exponent bits: fx in [-127, 128]; -127 gives the bits of 0.0 (underflow).
-    let n = fx as i32;
-    let pow2 = f32::from_bits(((n + 127).clamp(0, 255) as u32) << 23);
+    // The biased exponent fx + 127 is read from the mantissa bits of fx + 127 + EXP_MAGIC,
+    // not by a float-to-int cast, whose saturation checks cost as much as half the polynomial
+    // (a NaN x gives other bits here; it is returned below).
+    let biased = ((fx + (127.0 + EXP_MAGIC)).to_bits() as i32) - EXP_MAGIC.to_bits() as i32;
+    let pow2 = f32::from_bits((biased.clamp(0, 255) as u32) << 23);
     let e = y * pow2;
     if x > HI {
         f32::INFINITY
@@ -41,6 +52,25 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// `1 / (1 + e^-x)`.
+/// `x[i] = exp(x[i] - shift)` in place, returning their sum: [`sum`] of the results, bit for bit
+/// (the same lanes, in the same order), in one pass.
+#[inline(always)]
+pub fn exp_sum(x: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
+            *v = exp(*v - shift);
+            *a += *v;
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.into_remainder()) {
+        *v = exp(*v - shift);
+        *a += *v;
+    }
+    combine(acc)
+}
+
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
@@ -161,6 +191,39 @@ mod tests {
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn exp_reads_the_exponent_as_the_cast_would() {
+        // Every fx the clamped argument can give, and the values around the clamp bounds.
+        for fx in -130..=130 {
+            let f = fx as f32;
+            let biased = ((f + (127.0 + EXP_MAGIC)).to_bits() as i32) - EXP_MAGIC.to_bits() as i32;
+            assert_eq!(biased, fx + 127, "fx = {fx}");
+        }
+        let mut x = -89.0f32;
+        while x < 88.37 {
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            assert!(
+                got == 0.0 && want < 1.2e-38
+                    || ((got - want) / want).abs() < 3.0 * f32::EPSILON as f64,
+                "exp({x}) = {got}, not {want}"
+            );
+            x += 0.001;
+        }
+        assert_eq!(exp(88.377), f32::INFINITY);
+    }
+
+    #[test]
+    fn exp_sum_is_exp_then_sum_bit_for_bit() {
+        for n in [0, 5, 16, 37, 130] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 9.0).collect();
+            let mut fused = x.clone();
+            let total = exp_sum(&mut fused, 2.5);
+            let plain: Vec<f32> = x.iter().map(|&v| exp(v - 2.5)).collect();
+            assert_eq!(fused, plain, "values, n = {n}");
+            assert_eq!(total.to_bits(), sum(&plain).to_bits(), "sum, n = {n}");
+        }
     }
 
     #[test]
