@@ -56,6 +56,27 @@ def summary(times, tokens):
 CASES = ("forward", "forward_backward", "decode_tiny", "decode_h256")
 
 
+def qwen2(dims, max_positions, **config):
+    """A randomly initialized f32 Qwen2ForCausalLM with eager attention and an untied lm_head, of
+    dims = (vocab, hidden, intermediate, layers, heads, kv_heads)."""
+    vocab, hidden, inter, layers, heads, kv = dims
+    cfg = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        **config,
+    )
+    model = Qwen2ForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    assert model.config._attn_implementation == "eager", model.config._attn_implementation
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -78,20 +99,7 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=INTERMEDIATE,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        max_position_embeddings=args.seq + 1,
-        tie_word_embeddings=False,
-        use_cache=False,
-    )
-    model = Qwen2ForCausalLM._from_config(config, attn_implementation="eager", dtype=torch.float32)
-    assert model.config._attn_implementation == "eager", model.config._attn_implementation
-    assert all(p.dtype == torch.float32 for p in model.parameters())
+    model = qwen2((VOCAB, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS), args.seq + 1, use_cache=False)
 
     g = torch.Generator().manual_seed(11)
     ids = torch.randint(0, VOCAB, (args.batch, args.seq + 1), generator=g)
@@ -133,17 +141,7 @@ def main():
     ):
         if not wanted(name):
             continue
-        cfg = Qwen2Config(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            intermediate_size=inter,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=kv,
-            max_position_embeddings=prompt + new + 1,
-            tie_word_embeddings=False,
-        )
-        gen_model = Qwen2ForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+        gen_model = qwen2((vocab, hidden, inter, layers, heads, kv), prompt + new + 1)
         gen_model.eval()
         gen_model.generation_config.eos_token_id = None
         gen_model.generation_config.pad_token_id = 0

@@ -26,13 +26,13 @@ use crate::model::attention::MASKED_SCORE;
 /// - `q`: `[batch, heads, seq, head_dim]`
 /// - `k_t`: `[batch, kv_heads, head_dim, keys]`
 /// - `v`: `[batch, kv_heads, keys, head_dim]`
-/// - `hidden`: `[batch, 1, seq, keys]` row-major, true where a key is hidden
+/// - `mask`: `[batch, 1, seq, keys]`
 /// - output: `[batch, seq, heads * head_dim]`
 pub fn attention(
     q: Tensor<4>,
     k_t: Tensor<4>,
     v: Tensor<4>,
-    hidden: Arc<Vec<bool>>,
+    mask: HostMask,
     scale: f64,
 ) -> Tensor<3> {
     let [b, h, s, d] = q.dims();
@@ -44,21 +44,39 @@ pub fn attention(
         k_t.dims()
     );
     assert_eq!(v.dims(), [b, kv, t, d], "attention: v");
-    assert_eq!(
-        hidden.len(),
-        b * s * t,
-        "attention: mask of [{b}, 1, {s}, {t}]"
+    assert!(
+        mask.keys == t && mask.hidden.len() == b * s * t,
+        "attention: a mask of [{b}, 1, {s}, {t}]"
     );
-    let spans = Arc::new(row_spans(&hidden, t));
     apply(
         AttentionOp {
             dims: Dims { b, h, kv, s, t, d },
-            mask: hidden,
-            spans,
+            mask: mask.hidden,
+            spans: mask.spans,
             scale: scale as f32,
         },
         [Input::from(q), Input::from(k_t), Input::from(v)],
     )
+}
+
+/// An attention mask on the host, `[batch, 1, seq, keys]` row-major, true where a query may not
+/// see a key, with each row's visible span: found once for every layer that uses the mask.
+#[derive(Clone, Debug)]
+pub struct HostMask {
+    hidden: Arc<Vec<bool>>,
+    spans: Arc<Vec<RowSpan>>,
+    keys: usize,
+}
+
+impl HostMask {
+    /// The mask of `hidden`, rows of `keys` values.
+    pub fn new(hidden: Vec<bool>, keys: usize) -> Self {
+        Self {
+            spans: Arc::new(row_spans(&hidden, keys)),
+            hidden: Arc::new(hidden),
+            keys,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

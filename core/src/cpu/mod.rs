@@ -192,7 +192,7 @@ pub(crate) mod tests {
                     q.clone(),
                     k_t.clone(),
                     v.clone(),
-                    hidden.clone().into(),
+                    super::attention::HostMask::new(hidden.clone(), t),
                     0.4,
                 )
             } else {

@@ -206,8 +206,8 @@ pub fn grouped_query_attention_with(
 pub struct AttentionMask {
     /// The mask as a tensor.
     pub tensor: Tensor<4, Bool>,
-    /// The same values, row-major.
-    pub hidden: std::sync::Arc<Vec<bool>>,
+    /// The same values on the host, with each row's visible span.
+    pub host: crate::cpu::attention::HostMask,
 }
 
 impl AttentionMask {
@@ -219,7 +219,7 @@ impl AttentionMask {
         );
         Self {
             tensor,
-            hidden: std::sync::Arc::new(hidden),
+            host: crate::cpu::attention::HostMask::new(hidden, dims[3]),
         }
     }
 }
@@ -267,7 +267,7 @@ impl Attention {
         let out = if fused {
             // One multi-threaded kernel each way on the CPU backend (tested against the
             // composed version), already in the output projection's layout.
-            crate::cpu::attention(q, k_t, v, mask.hidden.clone(), scale)
+            crate::cpu::attention(q, k_t, v, mask.host.clone(), scale)
         } else {
             grouped_query_attention_with(q, k_t, v, mask.tensor.clone(), scale, &self.hooks)
                 .swap_dims(1, 2)
