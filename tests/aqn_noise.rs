@@ -12,13 +12,15 @@
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 
 use aqn_core::aqn::{Aqn, AqnConfig, AqnRinConfig, AqnScheduleConfig, AqnTargets};
+use aqn_core::checkpoint::NamedParamVisitor;
 use aqn_core::lora::LoraConfig;
-use aqn_core::model::{LinearKind, NamedParamVisitor, Padding, Qwen2Config, Qwen2ForCausalLM};
+use aqn_core::model::{Padding, Qwen2Config, Qwen2ForCausalLM};
 use aqn_core::phase::{Phase, Phases};
 use aqn_core::qat::{QuantConfig, QuantMode};
-use aqn_core::rin::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
-use aqn_core::run_log::parse_audit;
+use aqn_core::run::log::parse_audit;
 use aqn_core::schedule::{RunLength, ScheduleKind};
+use aqn_core::site::LinearKind;
+use aqn_core::srdd::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
 use burn::module::Param;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};

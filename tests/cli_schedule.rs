@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use aqn_core::rin::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
+use aqn_core::srdd::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aqn-native");

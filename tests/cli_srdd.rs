@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use aqn_core::formats::QuantSpec;
-use aqn_core::metrics::ErrorMetrics;
-use aqn_core::rin::{SrddMetric, SrddReport};
+use aqn_core::quant_error::ErrorMetrics;
+use aqn_core::srdd::{SrddMetric, SrddReport};
 use aqn_core::tensor_file::{TensorFile, read_bytes};
 
 fn aqn(args: &[&str]) -> Output {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use aqn_core::rin::SrddReport;
+use aqn_core::srdd::SrddReport;
 
 /// SRDD metrics of the same scan on the two backends: the layer outputs agree to float noise
 /// (the logits contract of tests/wgpu_model.rs is 1e-4 absolute), so the averaged error metrics

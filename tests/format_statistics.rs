@@ -1,7 +1,7 @@
 //! SPEC.md section 1's reference figures on N(0,1) data, 1M elements (1,048,576).
 
 use aqn_core::formats::{QuantFormat, QuantSpec};
-use aqn_core::metrics::ErrorMetrics;
+use aqn_core::quant_error::ErrorMetrics;
 
 fn normal(n: usize, seed: u64) -> Vec<f32> {
     (0..n)

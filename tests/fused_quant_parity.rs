@@ -9,12 +9,12 @@
 //! mantissas at the scale-rule boundaries, NaN and Inf blocks, ragged rows and edge tiles, and
 //! random bit patterns over the whole f32 range.
 
+use aqn_core::distributions::Distribution;
 use aqn_core::formats::mxfp4::mx_scale_exponent;
 use aqn_core::formats::{MxScaleMode, QuantSpec};
 use aqn_core::quant::fused::{fake_quantize_fused, is_fused_device};
 use aqn_core::quant::{QuantGradient, fake_quantize_on_device, quantize_with_gradient};
 use aqn_core::rng::counter_hash;
-use aqn_core::samples::Distribution;
 use aqn_core::wgpu_device::{GraphicsApi, open_wgpu};
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use aqn_core::checkpoint::load_qwen2;
 use aqn_core::hw_noise::{
     HwErrorModel, HwNoiseConfig, HwSite, NoiseKey, NoisePasses, NoiseSource, SiteNoise,
 };
-use aqn_core::model::{Padding, QLinearConfig, Qwen2ForCausalLM, load_qwen2};
+use aqn_core::model::{Padding, QLinearConfig, Qwen2ForCausalLM};
 use aqn_core::phase::{Phase, Phases};
 use aqn_core::rng::normal_f64;
 use burn::tensor::{Device, Int, Tensor, TensorData};

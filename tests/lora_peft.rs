@@ -10,14 +10,15 @@
 
 use std::path::{Path, PathBuf};
 
+use aqn_core::checkpoint::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_key, save_lora_adapter};
+use aqn_core::checkpoint::{NamedParamVisitor, load_qwen2};
 use aqn_core::formats::QuantSpec;
-use aqn_core::lora::{
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, LoraTarget, peft_key, save_lora_adapter,
-};
-use aqn_core::model::{LinearSite, NamedParamVisitor, Padding, Qwen2ForCausalLM, load_qwen2};
+use aqn_core::lora::{LoraConfig, LoraTarget};
+use aqn_core::model::{Padding, Qwen2ForCausalLM};
 use aqn_core::phase::Phase;
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::rng::normal_f64;
+use aqn_core::site::LinearSite;
 use aqn_core::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
 use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -373,7 +374,7 @@ fn load_error(
 #[test]
 fn malformed_adapters_are_refused_naming_the_problem() {
     let q0 = peft_key(
-        &LinearSite::decoder(0, aqn_core::model::LinearKind::QProj),
+        &LinearSite::decoder(0, aqn_core::site::LinearKind::QProj),
         "A",
     );
     let cases: Vec<(String, Vec<&str>)> = vec![

@@ -6,9 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use aqn_core::checkpoint::loader::{LoadPlan, load_qwen2_with};
 use aqn_core::lora::LoraConfig;
 use aqn_core::model::Qwen2ForCausalLM;
-use aqn_core::model::loader::{LoadPlan, WeightDtype, load_qwen2_with};
+use aqn_core::model::WeightDtype;
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::rl::agg_loss::AggMode;
 use aqn_core::rl::kl::{KlConfig, KlPlacement};

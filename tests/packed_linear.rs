@@ -9,9 +9,12 @@
 
 use std::path::{Path, PathBuf};
 
+use aqn_core::checkpoint::load_qwen2;
+use aqn_core::checkpoint::loader::{LoadPlan, load_qwen2_with};
 use aqn_core::formats::QuantSpec;
-use aqn_core::model::loader::{LoadPlan, WeightDtype, load_qwen2_with};
-use aqn_core::model::{GenerationConfig, Padding, QLinear, SamplingConfig, generate, load_qwen2};
+use aqn_core::generation::{GenerationConfig, SamplingConfig, generate};
+use aqn_core::model::WeightDtype;
+use aqn_core::model::{Padding, QLinear};
 use aqn_core::qat::{LinearQuant, QuantConfig, QuantExclude, QuantMode, WeightQuantState};
 use aqn_core::quant::QuantGradient;
 use aqn_core::quant::packed::gemm::{packed_gemm, packed_gemm_reference, sgemm_order_available};

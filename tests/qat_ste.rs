@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
+use aqn_core::checkpoint::{NamedParamMapper, load_qwen2};
 use aqn_core::formats::QuantSpec;
-use aqn_core::model::{
-    LinearKind, NamedParamMapper, Padding, QLinear, Qwen2ForCausalLM, load_qwen2,
-};
+use aqn_core::model::{Padding, QLinear, Qwen2ForCausalLM};
 use aqn_core::qat::{QuantConfig, QuantExclude, QuantMode, QuantModule, WeightQuantState};
 use aqn_core::quant::QuantGradient;
 use aqn_core::rng::normal_f64;
+use aqn_core::site::LinearKind;
 use burn::module::Param;
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
@@ -125,7 +125,7 @@ fn linear(
     let config = QuantConfig::new(mode)
         .with_weights(spec)
         .with_gradient(gradient);
-    let site = aqn_core::model::LinearSite::decoder(0, LinearKind::UpProj);
+    let site = aqn_core::site::LinearSite::decoder(0, LinearKind::UpProj);
     lin.hooks.quant = WeightQuantState::new(config.for_site(&site));
     lin
 }

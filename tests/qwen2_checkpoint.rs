@@ -6,12 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aqn_core::model::{
-    ChatMessage, LoadError, NamedParamVisitor, Qwen2Tokenizer, TokenizerError, load_qwen2,
-};
+use aqn_core::checkpoint::{LoadError, NamedParamVisitor, load_qwen2};
 use aqn_core::tensor_file::{
     FloatDtype, OutTensor, TensorFile, TensorFileError, read_bytes, serialize,
 };
+use aqn_core::tokenizer::{ChatMessage, Qwen2Tokenizer, TokenizerError};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;

@@ -6,11 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use aqn_core::model::sampling::log_prob;
-use aqn_core::model::{
-    GenerateError, GenerationConfig, Padding, Qwen2ForCausalLM, Rollout, Sampler, SamplingConfig,
-    generate, load_qwen2,
+use aqn_core::checkpoint::load_qwen2;
+use aqn_core::generation::sampling::log_prob;
+use aqn_core::generation::{
+    GenerateError, GenerationConfig, Rollout, Sampler, SamplingConfig, generate,
 };
+use aqn_core::model::{Padding, Qwen2ForCausalLM};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aqn_core::model::{NamedParamVisitor, Padding, Qwen2ForCausalLM, load_qwen2};
+use aqn_core::checkpoint::{NamedParamVisitor, load_qwen2};
+use aqn_core::model::{Padding, Qwen2ForCausalLM};
 use aqn_core::tensor_file::{HostTensor, TensorFile, read_bytes};
 use burn::module::Param;
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};

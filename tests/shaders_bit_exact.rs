@@ -9,11 +9,11 @@
 
 use std::sync::OnceLock;
 
+use aqn_core::distributions::Distribution;
 use aqn_core::error_stats::{ErrorStats, reduce, stats_grid};
 use aqn_core::formats::mxfp4::mx_scale_exponent;
 use aqn_core::formats::{MxScaleMode, QuantSpec};
 use aqn_core::rng::counter_hash;
-use aqn_core::samples::Distribution;
 use aqn_shaders::runner::GpuLab;
 
 const BINS: usize = 64;

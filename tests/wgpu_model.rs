@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aqn_core::model::{NamedParamVisitor, Padding, Qwen2ForCausalLM, load_qwen2};
+use aqn_core::checkpoint::{NamedParamVisitor, load_qwen2};
+use aqn_core::model::{Padding, Qwen2ForCausalLM};
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::rl::adamw::AdamWSettings;
 use aqn_core::tensor_file::{TensorFile, read_bytes};

@@ -9,7 +9,8 @@
 //! `cargo bench -p aqn-core --bench qwen2_generate`
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 
-use aqn_core::model::{GenerationConfig, Padding, Qwen2Config, SamplingConfig, generate};
+use aqn_core::generation::{GenerationConfig, SamplingConfig, generate};
+use aqn_core::model::{Padding, Qwen2Config};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

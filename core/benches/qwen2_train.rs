@@ -24,10 +24,9 @@
 
 use std::time::Instant;
 
-use aqn_core::model::{
-    GenerationConfig, Padding, Qwen2Config, Qwen2ForCausalLM, SamplingConfig, generate,
-};
-use aqn_core::train::sequence::token_logprobs;
+use aqn_core::generation::{GenerationConfig, SamplingConfig, generate};
+use aqn_core::model::{Padding, Qwen2Config, Qwen2ForCausalLM};
+use aqn_core::ops::token_logprobs;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 const VOCAB: usize = 1024;

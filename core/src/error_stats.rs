@@ -20,7 +20,7 @@
 //! ([`sum_relative_tolerance`]).
 
 use crate::formats::{BlockGrid, FormatError, QuantFormat, QuantSpec};
-use crate::metrics::{ErrorMetrics, MetricSums, SATURATION_FRACTION};
+use crate::quant_error::{ErrorMetrics, MetricSums, SATURATION_FRACTION};
 
 /// Block length of the statistics for the per-tensor formats (FP8, BF16), which have no blocks.
 pub const STATS_BLOCK: usize = 32;
@@ -401,8 +401,8 @@ pub fn sum_relative_tolerance(grid: &BlockGrid) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distributions::Distribution;
     use crate::formats::{MxScaleMode, NvScaling};
-    use crate::samples::Distribution;
 
     fn specs() -> Vec<QuantSpec> {
         let mut v: Vec<QuantSpec> = MxScaleMode::ALL

@@ -1,8 +1,32 @@
 //! `named_enum!`: enums with canonical names, parsed with an error that lists the valid names.
 //!
 //! Every user-facing choice (format, scale mode, schedule kind, preset, RIN policy, SRDD metric,
-//! hardware-error model) is one of these. The error type given to the macro must have a variant
-//! `UnknownName { what: &'static str, value: String, valid: String }`.
+//! hardware-error model) is one of these. A name that matches nothing is an [`UnknownName`], the
+//! one error type of a refused name; the error type given to the macro wraps it (a variant
+//! `UnknownName(#[from] UnknownName)`), so every module's error can carry it.
+
+/// A name that is not one of the accepted names: what was parsed, the text, and the valid names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`; valid choices: {valid}")]
+pub struct UnknownName {
+    /// What was being parsed (`"format"`, `"RIN policy"`).
+    pub what: &'static str,
+    /// The rejected text.
+    pub value: String,
+    /// The accepted names, comma separated.
+    pub valid: String,
+}
+
+impl UnknownName {
+    /// `value` refused as a `what`, with the accepted names.
+    pub fn new(what: &'static str, value: impl Into<String>, valid: impl Into<String>) -> Self {
+        Self {
+            what,
+            value: value.into(),
+            valid: valid.into(),
+        }
+    }
+}
 
 /// Declares an enum with canonical names (plus optional aliases), `FromStr`/`Display`, serde by
 /// name, `ALL`, `name()` and `valid_names()`. Parsing is case-insensitive and ignores surrounding
@@ -51,11 +75,11 @@ macro_rules! named_enum {
                 let lower = s.trim().to_ascii_lowercase();
                 match lower.as_str() {
                     $( $text $(| $alias)* => Ok($name::$variant), )+
-                    _ => Err($err::UnknownName {
-                        what: $what,
-                        value: s.to_string(),
-                        valid: Self::valid_names(),
-                    }),
+                    _ => Err($err::from($crate::named::UnknownName::new(
+                        $what,
+                        s,
+                        Self::valid_names(),
+                    ))),
                 }
             }
         }

@@ -13,15 +13,8 @@ use crate::named::named_enum;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PhaseError {
     /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
 }
 
 named_enum! {

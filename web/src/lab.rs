@@ -1,10 +1,10 @@
 //! The quantization lab: tensors (generated or uploaded), the CPU path, and the GPU kernel plan
 //! that `www/gpu.js` follows. Plain Rust with typed results; `lib.rs` wraps it for JavaScript.
 
+use aqn_core::distributions::Distribution;
 use aqn_core::error_stats::{BlockPartial, ErrorStats, StatsError, stats_grid};
 use aqn_core::formats::QuantSpec;
 use aqn_core::npy_file::read_npy;
-use aqn_core::samples::Distribution;
 use aqn_core::tensor_file::{HostTensor, TensorFile};
 use aqn_shaders::KernelPlan;
 use serde::Serialize;

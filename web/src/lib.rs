@@ -10,9 +10,9 @@ pub mod lab;
 pub mod runs;
 pub mod schedules;
 
+use aqn_core::distributions::DISTRIBUTION_NAMES;
 use aqn_core::error_stats::ErrorStats;
 use aqn_core::formats::{MxScaleMode, NvScaling, QuantFormat, QuantSpec};
-use aqn_core::samples::DISTRIBUTION_NAMES;
 use aqn_shaders::KernelPlan;
 use wasm_bindgen::prelude::*;
 
@@ -35,7 +35,7 @@ pub fn catalog() -> String {
         "mx_scale_modes": names(&MxScaleMode::ALL.iter().map(|m| m.name()).collect::<Vec<_>>()),
         "nv_scalings": names(&NvScaling::ALL.iter().map(|m| m.name()).collect::<Vec<_>>()),
         "distributions": DISTRIBUTION_NAMES.split(", ").collect::<Vec<_>>(),
-        "max_elements": aqn_core::samples::MAX_SAMPLE_LEN,
+        "max_elements": aqn_core::distributions::MAX_SAMPLE_LEN,
         "max_gpu_elements": aqn_shaders::kernel::MAX_GPU_ELEMENTS,
     })
     .to_string()

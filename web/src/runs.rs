@@ -1,9 +1,9 @@
-//! The run viewer: `metrics.jsonl` and `noise_audit.jsonl` parsed by `aqn_core::run_log` and laid
+//! The run viewer: `metrics.jsonl` and `noise_audit.jsonl` parsed by `aqn_core::run::log` and laid
 //! out as columns for plotting.
 
 use std::collections::BTreeMap;
 
-use aqn_core::run_log::{MetricsLog, parse_audit, parse_metrics};
+use aqn_core::run::log::{MetricsLog, parse_audit, parse_metrics};
 use serde::Serialize;
 
 /// The audit as columns: one entry per audit line, per target one value per line.

@@ -1,8 +1,9 @@
 //! The schedules panel: sigma curves of `aqn_core::schedule`, the seed's presets, and per-layer
 //! effective sigma from a RIN policy and an SRDD report (`aqn_core::rin`).
 
-use aqn_core::rin::{RinConfig, RinPolicyKind, RinPreset, SrddMetric, SrddReport};
+use aqn_core::rin::{RinConfig, RinPolicyKind, RinPreset};
 use aqn_core::schedule::{MIN_STAGES, RunLength, ScheduleKind, SchedulePreset, SigmaSchedule};
+use aqn_core::srdd::{SrddMetric, SrddReport};
 use serde::Serialize;
 
 /// The sample SRDD report (a synthetic 28-layer profile, tests/fixtures/srdd_sample.json).

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::run_log::{AuditRecord, AuditTarget};
+use crate::run::log::{AuditRecord, AuditTarget};
 
 /// One targeted tensor at one step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct AqnAudit {
 }
 
 impl AqnAudit {
-    /// The line of `noise_audit.jsonl` (the schema `crate::run_log::parse_audit` reads).
+    /// The line of `noise_audit.jsonl` (the schema `crate::run::log::parse_audit` reads).
     pub fn to_record(&self) -> AuditRecord {
         AuditRecord {
             step: self.step,

@@ -25,12 +25,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::AqnError;
-use crate::model::linear_site::LinearKind;
 use crate::name_pattern::NamePattern;
 use crate::phase::Phases;
 use crate::rin::RinConfig;
 use crate::schedule::ScheduleKind;
 use crate::schedule::presets::{QERL_SIGMA_END, QERL_SIGMA_START, QERL_STAGES};
+use crate::site::LinearKind;
 
 fn default_kind() -> ScheduleKind {
     ScheduleKind::Geometric
@@ -123,12 +123,13 @@ impl FromStr for AqnTargets {
             Some((h, r)) => (h.trim(), Some(r.trim())),
             None => (s.trim(), None),
         };
-        let unknown = || AqnError::UnknownName {
-            what: "AQN targets",
-            value: s.to_string(),
-            valid: "rmsnorm, rmsnorm:no-final-norm, linear, linear:q_proj,v_proj,..., \
-                    pattern:GLOB"
-                .into(),
+        let unknown = || {
+            AqnError::UnknownName(crate::named::UnknownName::new(
+                "AQN targets",
+                s.to_string(),
+                "rmsnorm, rmsnorm:no-final-norm, linear, linear:q_proj,v_proj,..., \
+                    pattern:GLOB",
+            ))
         };
         match (head.to_ascii_lowercase().as_str(), rest) {
             ("rmsnorm", None) => Ok(AqnTargets::Rmsnorm { final_norm: true }),

@@ -10,15 +10,8 @@ use crate::schedule::ScheduleError;
 #[derive(Debug, Error)]
 pub enum AqnError {
     /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// The targets select no tensor of the model: noise would silently do nothing.
     #[error(
         "AQN targets {targets} match no parameter of the model, so sigma > 0 would add no noise \

@@ -15,11 +15,13 @@ use burn::tensor::Tensor;
 use super::audit::{AqnAudit, AqnTargetAudit};
 use super::targets::{AqnTarget, resolve};
 use super::{AqnConfig, AqnError};
+use crate::checkpoint::NamedParamMapper;
 use crate::hw_noise::{NoiseKey, NoiseSource};
-use crate::model::{NamedParamMapper, Qwen2ForCausalLM};
+use crate::model::Qwen2ForCausalLM;
 use crate::phase::{Phase, Phases};
-use crate::rin::{RinConfig, RinPolicy, SrddReport};
+use crate::rin::{RinConfig, RinPolicy};
 use crate::schedule::{RunLength, SigmaSchedule};
+use crate::srdd::SrddReport;
 
 /// Domain tag of the AQN noise streams (distinct from hardware-noise site names).
 const AQN_DOMAIN: &str = "aqn/";

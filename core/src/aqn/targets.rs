@@ -2,7 +2,7 @@
 
 use super::{AqnError, AqnTargets};
 use crate::model::Qwen2ForCausalLM;
-use crate::model::linear_site::LinearSite;
+use crate::site::LinearSite;
 
 /// One targeted tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! products instead of a square): two GEMMs (matrixmultiply, reading the operands in place through their strides) around one
 //! pass of scaling, masking and softmax; the context is written straight into the
 //! `[batch, seq, heads * head_dim]` layout the output projection reads (no transpose copy).
-//! The composed version is [`crate::model::attention::grouped_query_attention`]; the tests in
+//! The composed version is `crate::ops::attention::grouped_query_attention`; the tests in
 //! `super` check that both agree, values and gradients.
 //!
 //! Backward, per head with `P` the saved probabilities and `dO` the output gradient:
@@ -17,7 +17,12 @@ use burn::tensor::Tensor;
 
 use super::host::{Fresh, HostArray, HostOp, Input, apply, for_each_task};
 use super::simd::{dot, exp_sum, max, multiversion};
-use crate::model::attention::MASKED_SCORE;
+
+/// The score given to a hidden (masked) query/key pair before the softmax: the most negative finite
+/// f32, so its weight underflows to exactly 0 next to any visible key, and a row with every key
+/// hidden (a padding query) becomes uniform instead of NaN (its output is never used). The
+/// composed attention (`crate::ops::attention`) fills hidden scores with the same value.
+pub const MASKED_SCORE: f32 = f32::MIN;
 
 /// `softmax(q k^T * scale, hiding mask) v` with every key/value head serving `heads / kv_heads`
 /// consecutive query heads.

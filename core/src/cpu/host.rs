@@ -17,8 +17,6 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{DType, Device, GradientCheckpointingStrategy, Tensor};
 use ndarray::{ArcArray, IxDyn};
 
-use crate::quant::is_host_device;
-
 /// A row-major (standard layout) f32 array: the storage of an NdArray tensor, shared, or a new
 /// one. Cloning shares the storage.
 #[derive(Clone, Debug)]
@@ -171,6 +169,17 @@ into_primitive_fn!(into_autodiff_balanced, Autodiff<NdArray, BalancedCheckpointi
 /// CPU backend (with or without autodiff). Elsewhere the callers take their composed path.
 pub fn fused_cpu_available(device: &Device, dtype: DType) -> bool {
     dtype == DType::F32 && is_host_device(device)
+}
+
+/// Whether `device` (with or without autodiff) keeps tensors in host memory: Burn's NdArray
+/// backend, the CPU backend of aqn-core.
+pub fn is_host_device(device: &Device) -> bool {
+    #[allow(deprecated)] // NdArray: deprecated upstream, still the CPU backend of aqn-core.
+    let host = matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        burn::backend::DispatchDevice::NdArray(_)
+    );
+    host
 }
 
 /// Whether every input can take the fused kernels (see [`fused_cpu_available`]).

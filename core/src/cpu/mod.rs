@@ -6,11 +6,11 @@
 //! |---|---|---|
 //! | [`add`] | `a + b`, and a bias added to every row | `a + b`, `y + b.unsqueeze()` |
 //! | [`linear`] | `x W^T` with its backward, no transposed copies | `x.matmul(w.transpose())` |
-//! | [`rms_norm`] | RMSNorm and its weight gradient | [`crate::model::RmsNorm::forward_reference`] |
-//! | [`swiglu`] | `silu(gate) * up` | [`crate::model::mlp::Mlp::gate_reference`] |
-//! | [`rope`] | the split into heads and the rotary embedding | [`crate::model::rotary::RotaryTables::apply`] |
-//! | [`token_logprobs`] | log-prob of the taken token and entropy, from the logits | [`crate::train::sequence::token_logprobs_reference`] |
-//! | [`attention`] | grouped-query softmax attention with its mask | [`crate::model::attention::grouped_query_attention`] |
+//! | [`rms_norm`] | RMSNorm and its weight gradient | [`crate::ops::rms_norm_reference`] |
+//! | [`swiglu`] | `silu(gate) * up` | [`crate::ops::swiglu_reference`] |
+//! | [`rope`] | the split into heads and the rotary embedding | [`crate::ops::RotaryTables::apply`] |
+//! | [`token_logprobs`] | log-prob of the taken token and entropy, from the logits | [`crate::ops::token_logprobs_reference`] |
+//! | [`attention`] | grouped-query softmax attention with its mask | [`crate::ops::grouped_query_attention`] |
 //!
 //! [`allocator`] sets the C allocator up for tensor-sized buffers (programs call
 //! [`configure_allocator`] and [`configure_gemm_threads`] at start).
@@ -18,7 +18,8 @@
 //! [`host`] holds the plumbing (tensors as row-major host arrays, one autodiff node per fused
 //! operation) and [`simd`] the vectorizable arithmetic. Each operation is used only where
 //! [`fused_cpu_available`] (f32 tensors on the NdArray device); other backends take the plain
-//! reference, and the tests below check that both agree, values and gradients.
+//! reference, and the tests below check that both agree, values and gradients. The model never
+//! calls these directly: [`crate::ops`] is the one place that picks a kernel or its reference.
 
 pub mod add;
 pub mod allocator;
@@ -127,7 +128,7 @@ pub(crate) mod tests {
             let y = if fused {
                 super::swiglu(g.clone(), u.clone())
             } else {
-                crate::model::mlp::Mlp::gate_reference(g.clone(), u.clone())
+                crate::ops::swiglu_reference(g.clone(), u.clone())
             };
             let dyt = Tensor::<2>::from_data(TensorData::new(dy.clone(), [2, n / 2]), &y.device());
             let grads = (y.clone() * dyt).sum().backward();
@@ -159,7 +160,7 @@ pub(crate) mod tests {
         pad: usize,
         blind: bool,
     ) {
-        use crate::model::attention::grouped_query_attention;
+        use crate::ops::grouped_query_attention;
         use burn::tensor::Bool;
         let q0 = normals(b * h * s * d, 7, 1.0);
         let k0 = normals(b * kv * d * t, 8, 1.0);
@@ -262,7 +263,7 @@ pub(crate) mod tests {
 
     #[test]
     fn token_logprobs_match_the_reference_with_gradients() {
-        use crate::train::sequence::{token_logprobs, token_logprobs_reference};
+        use crate::ops::{token_logprobs, token_logprobs_reference};
         use burn::tensor::Int;
         let (b, r, v) = (3, 37, 50);
         let z0 = normals(b * r * v, 13, 4.0);

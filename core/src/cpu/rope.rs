@@ -1,7 +1,7 @@
 //! Fused rotary position embedding with the split into heads: a projection's output
 //! `[batch, seq, heads * head_dim]` becomes `[batch, heads, seq, head_dim]` rotated,
 //! `y = x cos + rotate_half(x) sin` with `rotate_half([a, b]) = [-b, a]`, in one pass (the
-//! composed version, [`crate::model::rotary::RotaryTables::apply`] after a reshape and a swap,
+//! composed version, [`crate::ops::RotaryTables::apply`] after a reshape and a swap,
 //! takes a copy and six passes). Backward:
 //! `dx_j = dy_j cos_j + dy_{j+half} sin_{j+half}` for `j < half`,
 //! `dx_j = dy_j cos_j - dy_{j-half} sin_{j-half}` otherwise.

@@ -6,15 +6,8 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FormatError {
     /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed ("format", "scale mode", ...).
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// The buffer cannot be viewed as `[rows, row_len]`.
     #[error("a tensor of {len} elements cannot be split into rows of {row_len}")]
     BadShape {

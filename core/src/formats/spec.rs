@@ -202,10 +202,12 @@ impl FromStr for QuantSpec {
         for opt in parts {
             let lower = opt.trim().to_ascii_lowercase();
             if let Some(seed) = lower.strip_prefix("sr=") {
-                let seed = seed.parse::<u64>().map_err(|_| FormatError::UnknownName {
-                    what: "stochastic-rounding seed",
-                    value: seed.to_string(),
-                    valid: "an unsigned 64-bit integer".into(),
+                let seed = seed.parse::<u64>().map_err(|_| {
+                    FormatError::UnknownName(crate::named::UnknownName::new(
+                        "stochastic-rounding seed",
+                        seed,
+                        "an unsigned 64-bit integer",
+                    ))
                 })?;
                 spec.rounding = Rounding::Stochastic { seed };
             } else if let (QuantFormat::Mxfp4, Ok(mode)) = (format, lower.parse::<MxScaleMode>()) {
@@ -220,11 +222,11 @@ impl FromStr for QuantSpec {
                     QuantFormat::Nvfp4 => format!("{}, ", NvScaling::valid_names()),
                     _ => String::new(),
                 };
-                return Err(FormatError::UnknownName {
-                    what: "format option",
-                    value: opt.to_string(),
-                    valid: format!("{specific}{}, sr=SEED", BlockLayout::valid_names()),
-                });
+                return Err(FormatError::UnknownName(crate::named::UnknownName::new(
+                    "format option",
+                    opt,
+                    format!("{specific}{}, sr=SEED", BlockLayout::valid_names()),
+                )));
             }
         }
         spec.validate()?;

@@ -16,9 +16,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{HwErrorModel, HwNoiseError, NoiseSource};
-use crate::model::linear_site::LinearKind;
 use crate::named::named_enum;
 use crate::phase::Phases;
+use crate::site::LinearKind;
 
 named_enum! {
     /// A matmul that hardware error can be injected into.

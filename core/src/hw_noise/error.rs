@@ -6,15 +6,8 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum HwNoiseError {
     /// A name that is not one of the enum's variants (model kind, noise source, phase).
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// A parameter outside its range.
     #[error("{model} {name} = {value} is refused: {expected}")]
     BadParameter {

@@ -11,7 +11,7 @@
 //!
 //! Wiring them into the model's matmuls, per phase (rollout, training): [`HwNoiseConfig`] (model,
 //! sites, passes, phase, seed; [`config`]), applied by `Qwen2ForCausalLM::with_hw_noise`
-//! ([`wiring`]) as one [`SiteNoise`] per targeted matmul ([`site`]), armed per phase and step by
+//! (`crate::model::attach::hw_noise`) as one [`SiteNoise`] per targeted matmul ([`site`]), armed per phase and step by
 //! `Qwen2ForCausalLM::for_phase`: each call of a site draws with its own key.
 
 pub mod config;
@@ -21,7 +21,6 @@ pub mod key;
 pub mod model;
 pub mod site;
 pub mod source;
-pub mod wiring;
 
 pub use config::{HwNoiseConfig, HwSite, NoisePasses};
 pub use error::HwNoiseError;

@@ -172,9 +172,9 @@ impl LoraAdapter {
             x
         };
         let (a, b) = (self.lora_a.val(), self.lora_b.val());
-        let h = if crate::cpu::fused_cpu_available(&x.device(), x.dtype()) {
+        let h = if crate::ops::fused(&x) {
             // The CPU's strided, multi-threaded GEMMs (the same products).
-            crate::cpu::linear(crate::cpu::linear(x, a), b)
+            crate::ops::linear(crate::ops::linear(x, a), b)
         } else {
             x.matmul(a.transpose()).matmul(b.transpose())
         };

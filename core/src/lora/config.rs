@@ -14,8 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::LoraError;
-use crate::model::linear_site::LinearKind;
 use crate::named::named_enum;
+use crate::site::LinearKind;
 
 /// The seed's LoRA runs (SPEC.md section 8): rank 32.
 pub const DEFAULT_RANK: usize = 32;

@@ -8,15 +8,8 @@ use crate::tensor_file::TensorFileError;
 #[derive(Debug, Error)]
 pub enum LoraError {
     /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// A setting outside its range.
     #[error("LoRA {field} = {value} is refused: {reason}")]
     Invalid {

@@ -45,22 +45,7 @@ impl LayerCache {
                 (k_new, v_new)
             }
         };
-        let host = !k_buf.is_autodiff()
-            && !k.is_autodiff()
-            && crate::cpu::fused_cpu_available(&k_buf.device(), k_buf.dtype());
-        let (k_buf, v_buf) = if host {
-            // Generation on the CPU: the new columns written in place by a plain loop (Burn's
-            // strided slice assignment costs ~17 ns per value here).
-            (
-                crate::cpu::host::write_positions(k_buf, k, self.len, true),
-                crate::cpu::host::write_positions(v_buf, v, self.len, false),
-            )
-        } else {
-            (
-                k_buf.slice_assign([0..b, 0..kv, 0..d, self.len..end], k.swap_dims(2, 3)),
-                v_buf.slice_assign([0..b, 0..kv, self.len..end, 0..d], v),
-            )
-        };
+        let (k_buf, v_buf) = crate::ops::write_kv(k_buf, v_buf, k, v, self.len);
         self.len = end;
         self.capacity = k_buf.dims()[3];
         self.kv = Some((k_buf.clone(), v_buf.clone()));

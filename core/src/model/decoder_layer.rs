@@ -4,11 +4,11 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::attention::{Attention, AttentionConfig, AttentionMask};
+use super::attention::{Attention, AttentionConfig};
 use super::cache::LayerCache;
 use super::mlp::{Mlp, MlpConfig};
 use super::rms_norm::{RmsNorm, RmsNormConfig};
-use super::rotary::RotaryTables;
+use crate::ops::{AttentionMask, RotaryTables};
 
 /// Configuration of a [`DecoderLayer`].
 #[derive(Config, Debug)]
@@ -63,10 +63,10 @@ impl DecoderLayer {
         let attn =
             self.self_attn
                 .forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
-        let h = crate::cpu::add(x, attn);
+        let h = crate::ops::add(x, attn);
         let mlp = self
             .mlp
             .forward(self.post_attention_layernorm.forward(h.clone()));
-        crate::cpu::add(h, mlp)
+        crate::ops::add(h, mlp)
     }
 }

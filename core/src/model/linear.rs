@@ -28,9 +28,9 @@ use burn::tensor::{Device, Tensor};
 use crate::formats::{FormatError, QuantFormat, QuantSpec};
 use crate::hw_noise::site::SiteNoise;
 use crate::lora::LoraAdapter;
+use crate::model::recorder::InputRecorder;
 use crate::qat::{LinearQuant, WeightQuantState};
 use crate::quant::{PackedWeight, packed_linear};
-use crate::srdd::recorder::InputRecorder;
 
 /// Everything a projection does besides its parameters: not part of the module's parameters
 /// (`#[module(skip)]`), carried along by clones.
@@ -236,24 +236,7 @@ impl QLinear {
         let y = match (&self.packed, &self.weight) {
             (Some(packed), _) => packed_linear(xq, packed),
             (None, Some(weight)) => {
-                let weight = self.hooks.quant.effective(weight.val());
-                if crate::cpu::fused_cpu_available(&xq.device(), xq.dtype())
-                    && crate::cpu::fused_cpu_available(&weight.device(), weight.dtype())
-                {
-                    // The GEMMs read both operands in place (the same bits as the matmul).
-                    crate::cpu::linear(xq, weight)
-                } else {
-                    // CPU backends copy a transposed (non-contiguous) matmul operand into a
-                    // contiguous one, so each orientation copies something: `x W^T` copies the
-                    // weight (d_out x d_in), `(W x^T)^T` copies the activations in and out
-                    // (rows x (d_in + d_out)). Decoding steps have few rows, prefill and training
-                    // many: take the cheaper one. Both are `x W^T` (tested to agree).
-                    if rows * (d_input + d_output) < d_input * d_output {
-                        weight.matmul(xq.transpose()).transpose()
-                    } else {
-                        xq.matmul(weight.transpose())
-                    }
-                }
+                crate::ops::linear(xq, self.hooks.quant.effective(weight.val()))
             }
             (None, None) => unreachable!("a QLinear holds a latent or a packed weight"),
         };
@@ -261,13 +244,12 @@ impl QLinear {
             Some(noise) => noise.apply(y),
             None => y,
         };
-        // One multi-threaded pass each on the CPU backend (cpu::add).
         let y = match &self.bias {
-            Some(b) => crate::cpu::add_bias(y, b.val()),
+            Some(b) => crate::ops::add_bias(y, b.val()),
             None => y,
         };
         let y = match &self.lora {
-            Some(lora) => crate::cpu::add(y, lora.forward(x)),
+            Some(lora) => crate::ops::add(y, lora.forward(x)),
             None => y,
         };
         y.reshape(out_dims)

@@ -2,7 +2,6 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use super::linear::{QLinear, QLinearConfig};
@@ -53,18 +52,6 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = self.gate_proj.forward(x.clone());
         let up = self.up_proj.forward(x);
-        let h = if crate::cpu::fused_cpu_available(&gate.device(), gate.dtype()) {
-            // One multi-threaded pass each way on the CPU backend (tested against the reference).
-            crate::cpu::swiglu(gate, up)
-        } else {
-            Self::gate_reference(gate, up)
-        };
-        self.down_proj.forward(h)
-    }
-
-    /// `silu(gate) * up` as composed tensor operations: the plain reference of the fused CPU
-    /// kernel, and the path of every other backend.
-    pub fn gate_reference<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
-        silu(gate) * up
+        self.down_proj.forward(crate::ops::swiglu(gate, up))
     }
 }

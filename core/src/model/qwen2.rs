@@ -11,7 +11,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::{AttentionConfig, AttentionMask};
+use super::attention::AttentionConfig;
 use super::cache::KvCache;
 use super::config::Qwen2Config;
 use super::decoder_layer::{DecoderLayer, DecoderLayerConfig};
@@ -20,6 +20,7 @@ use super::mlp::MlpConfig;
 use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
 use crate::formats::FormatError;
+use crate::ops::AttentionMask;
 use crate::qat::{LinearQuant, WeightQuantState};
 use crate::quant::PackedWeight;
 

@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
 /// Configuration of an [`RmsNorm`].
 #[derive(Config, Debug)]
@@ -50,27 +50,13 @@ impl RmsNorm {
     /// - `x`: `[..., d_model]`
     /// - output: `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let w = self.weight.val();
-        if crate::cpu::fused_cpu_available(&x.device(), x.dtype())
-            && crate::cpu::fused_cpu_available(&w.device(), w.dtype())
-        {
-            // One multi-threaded pass each way on the CPU backend (tested against the reference).
-            return crate::cpu::rms_norm(x, w, self.epsilon);
-        }
-        self.forward_reference(x)
+        crate::ops::rms_norm(x, self.weight.val(), self.epsilon)
     }
 
     /// [`Self::forward`] as composed tensor operations: the plain reference of the fused CPU
     /// kernel, and the path of every other backend.
     pub fn forward_reference<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        // The mean square is taken in f32 whatever the activation dtype, as HF does: in bf16 the
-        // sum of squares of a wide row loses the low bits that decide the scale.
-        let dtype = x.dtype();
-        let x32 = x.cast(DType::F32);
-        let inv_rms = (x32.clone().square().mean_dim(D - 1) + self.epsilon)
-            .sqrt()
-            .recip();
-        (x32 * inv_rms).cast(dtype) * self.weight.val().unsqueeze()
+        crate::ops::rms_norm_reference(x, self.weight.val(), self.epsilon)
     }
 }
 

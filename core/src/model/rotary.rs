@@ -10,6 +10,8 @@
 use burn::config::Config;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::ops::RotaryTables;
+
 /// Configuration of a [`RotaryEmbedding`].
 #[derive(Config, Debug)]
 pub struct RotaryEmbeddingConfig {
@@ -24,19 +26,6 @@ pub struct RotaryEmbeddingConfig {
 #[derive(Clone, Debug)]
 pub struct RotaryEmbedding {
     inv_freq: Vec<f32>,
-}
-
-/// The cos/sin tables of one forward pass, each `[batch, 1, seq, head_dim]`.
-#[derive(Clone, Debug)]
-pub struct RotaryTables {
-    /// `cos(position * inv_freq)`, the half-width table repeated twice along the last axis.
-    pub cos: Tensor<4>,
-    /// `sin(position * inv_freq)`, likewise.
-    pub sin: Tensor<4>,
-    /// `cos` on the host, row-major (the fused CPU kernel reads it).
-    pub cos_host: std::sync::Arc<Vec<f32>>,
-    /// `sin` on the host, row-major.
-    pub sin_host: std::sync::Arc<Vec<f32>>,
 }
 
 impl RotaryEmbeddingConfig {
@@ -100,22 +89,6 @@ impl RotaryEmbedding {
             cos_host: std::sync::Arc::new(cos),
             sin_host: std::sync::Arc::new(sin),
         }
-    }
-}
-
-impl RotaryTables {
-    /// Rotates `x`: `x * cos + rotate_half(x) * sin`, `rotate_half([a, b]) = [-b, a]`.
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, heads, seq, head_dim]`
-    /// - output: the same
-    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, _, d] = x.dims();
-        let half = d / 2;
-        let first = x.clone().narrow(3, 0, half);
-        let second = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![second.neg(), first], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
     }
 }
 

@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{LinearQuant, QatError, QuantMode};
 use crate::formats::{QuantFormat, QuantSpec};
-use crate::model::linear_site::{LinearKind, LinearSite};
 use crate::name_pattern::NamePattern;
 use crate::named::named_enum;
 use crate::quant::QuantGradient;
+use crate::site::{LinearKind, LinearSite};
 
 named_enum! {
     /// A module that can be kept out of quantization.

@@ -9,15 +9,8 @@ use crate::name_pattern::NamePatternError;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum QatError {
     /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// A format spec the formats refuse.
     #[error("quantization `{field}`: {source}")]
     Spec {

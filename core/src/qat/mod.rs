@@ -7,13 +7,11 @@
 //! | [`mode`] | [`QuantMode`] |
 //! | [`config`] | [`QuantConfig`]: formats, gradient, [`QuantExclude`] |
 //! | [`linear_quant`] | [`LinearQuant`] (one projection's quantizers) and the cached `Q(W)` |
-//! | [`apply`] | `Qwen2ForCausalLM::with_quantization` |
 //! | [`error`] | [`QatError`] |
 //!
 //! Usage: `let model = model.with_quantization(&QuantConfig::new(QuantMode::W4A4))?;` after
 //! which every `QLinear::forward` computes `Q(x) Q(W)^T` with the STE.
 
-pub mod apply;
 pub mod config;
 pub mod error;
 pub mod linear_quant;

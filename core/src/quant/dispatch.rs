@@ -5,22 +5,12 @@
 //! are bit-identical (tests/quant_tensor_op.rs, tests/fused_quant_parity.rs), so the choice is
 //! invisible in the results.
 
-use burn::backend::DispatchDevice;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::{fake_quantize, fake_quantize_reference};
 use crate::formats::{FormatError, QuantSpec};
 
-/// Whether `device` (with or without autodiff) keeps tensors in host memory, where the slice API
-/// is the fastest quantizer.
-pub fn is_host_device(device: &Device) -> bool {
-    #[allow(deprecated)] // NdArray: deprecated upstream, still the CPU backend of aqn-core.
-    let host = matches!(
-        device.clone().without_autodiff().as_dispatch(),
-        DispatchDevice::NdArray(_)
-    );
-    host
-}
+pub use crate::cpu::host::is_host_device;
 
 /// [`fake_quantize_reference`] on host backends, the fused kernels of [`super::fused`] on CubeCL
 /// devices (wgpu, CUDA) when compiled in, [`fake_quantize`] elsewhere (bit-identical).
@@ -51,7 +41,7 @@ pub fn fake_quantize_on_device<const D: usize>(
 #[allow(deprecated)] // Device::ndarray: the CPU backend of the tests
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
+    use burn::tensor::{Device, TensorData};
 
     #[test]
     fn host_detection_and_agreement() {

@@ -16,10 +16,11 @@ use core::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    LayerSet, RinError, RinPolicy, RinPolicyKind, RinPreset, SrddMetric, SrddReport,
-    TargetedPolicy, TieredPolicy, Zone, ZonePhase, ZonesPolicy,
+    LayerSet, RinError, RinPolicy, RinPolicyKind, RinPreset, TargetedPolicy, TieredPolicy, Zone,
+    ZonePhase, ZonesPolicy,
 };
 use crate::schedule::SigmaSchedule;
+use crate::srdd::{SrddMetric, SrddReport};
 
 /// Clamp every multiplier into `[min, max]`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,17 +239,17 @@ impl FromStr for RinConfig {
         let mut config = if let Ok(preset) = head.parse::<RinPreset>() {
             preset.config()
         } else {
-            let kind = head
-                .parse::<RinPolicyKind>()
-                .map_err(|_| RinError::UnknownName {
-                    what: "RIN policy or preset",
-                    value: head.to_string(),
-                    valid: format!(
+            let kind = head.parse::<RinPolicyKind>().map_err(|_| {
+                RinError::UnknownName(crate::named::UnknownName::new(
+                    "RIN policy or preset",
+                    head,
+                    format!(
                         "{}, {}",
                         RinPolicyKind::valid_names(),
                         RinPreset::valid_names()
                     ),
-                })?;
+                ))
+            })?;
             RinConfig::from(match kind {
                 RinPolicyKind::Uniform => RinPolicy::Uniform {},
                 RinPolicyKind::Targeted => RinPolicy::Targeted(TargetedPolicy::default()),
@@ -261,10 +262,12 @@ impl FromStr for RinConfig {
         };
         let kind = config.policy.kind();
         for opt in parts {
-            let unknown = || RinError::UnknownName {
-                what: "RIN option",
-                value: opt.to_string(),
-                valid: option_names(kind).into(),
+            let unknown = || {
+                RinError::UnknownName(crate::named::UnknownName::new(
+                    "RIN option",
+                    opt,
+                    option_names(kind),
+                ))
             };
             let (key, value) = opt.split_once('=').ok_or_else(unknown)?;
             let key = key.trim().to_ascii_lowercase();

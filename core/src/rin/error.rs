@@ -6,15 +6,8 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum RinError {
     /// A name that is not one of the enum's variants (policy, preset, metric, option).
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// No layers at all.
     #[error("the per-layer error vector is empty: RIN needs one error per decoder layer")]
     EmptyErrors,

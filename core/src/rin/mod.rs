@@ -1,6 +1,6 @@
 //! SRDD reports and RIN (Resilient-Improving Noise) policies, SPEC.md section 5.
 //!
-//! An SRDD report ([`SrddReport`], the exact JSON schema of the original scanner) gives one error
+//! An SRDD report ([`SrddReport`](crate::srdd::SrddReport), the exact JSON schema of the original scanner) gives one error
 //! per decoder layer; a [`RinConfig`] (a [`RinPolicy`], an optional clip, and the SRDD metric to
 //! read) turns it into one noise multiplier `m_l` per layer for a given step; the noise std of
 //! layer l is `sigma(step) * m_l` ([`RinConfig::effective_sigmas`]). Pure, serde-serializable,
@@ -13,7 +13,6 @@ pub mod error;
 pub mod layers;
 pub mod policy;
 pub mod presets;
-pub mod srdd_report;
 pub mod targeted;
 pub mod tiered;
 pub mod zones;
@@ -23,10 +22,6 @@ pub use error::RinError;
 pub use layers::LayerSet;
 pub use policy::{RinPolicy, RinPolicyKind};
 pub use presets::RinPreset;
-pub use srdd_report::{
-    LayerMetrics, MetricStatistics, SrddBody, SrddConfig, SrddLayer, SrddMetric,
-    SrddRecommendations, SrddReport, SrddStrategy, SrddSummary, SrddThresholds,
-};
 pub use targeted::TargetedPolicy;
 pub use tiered::TieredPolicy;
 pub use zones::{Zone, ZonePhase, ZonesPolicy};

@@ -1,3 +1,9 @@
-//! What a training run writes: TensorBoard event files (more to come: run folder, checkpoints).
+//! The run folder and what reads it: the folder a training run writes ([`dir`]), its TensorBoard
+//! event files ([`tensorboard`]), and the parser of its logs for the report and the run viewer
+//! ([`log`]). docs/run_format.md is the schema.
 
+pub mod dir;
+pub mod log;
 pub mod tensorboard;
+
+pub use dir::{RunDir, RunDirError, StepMetrics};

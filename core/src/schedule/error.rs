@@ -6,15 +6,8 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum ScheduleError {
     /// A name that is not one of the enum's variants (schedule kind, preset, variant).
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// A sigma that must be a positive finite number.
     #[error("{name} = {value} is refused: it must be a finite number > 0{hint}")]
     NonPositiveSigma {

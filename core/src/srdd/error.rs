@@ -3,21 +3,13 @@
 use thiserror::Error;
 
 use crate::formats::FormatError;
-use crate::rin::RinError;
 
 /// A refused SRDD input.
 #[derive(Debug, Error)]
 pub enum SrddError {
     /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// The prompt file is unreadable or empty.
     #[error("prompt file {path}: {reason}")]
     Prompts {
@@ -37,7 +29,7 @@ pub enum SrddError {
     /// The format refused the captured tensor.
     #[error(transparent)]
     Format(#[from] FormatError),
-    /// The report could not be built.
-    #[error(transparent)]
-    Report(#[from] RinError),
+    /// An SRDD report that cannot be built or read (the message names the field or layer).
+    #[error("SRDD report is refused: {0}")]
+    Report(String),
 }

@@ -1,21 +1,27 @@
-//! SRDD (Static Relative Deadzone Detection, SPEC.md section 5) on a Qwen2 model: capture,
-//! per-layer metrics and the report that RIN reads (`crate::rin::SrddReport`).
+//! SRDD (Static Relative Deadzone Detection, SPEC.md section 5): the per-layer quantization error
+//! of a model, and the report that RIN reads ([`SrddReport`]).
 //!
 //! | file | concept |
 //! |---|---|
+//! | [`report`] | [`SrddReport`]: the exact JSON schema of the original scanner, thresholds, metrics (pure; wasm32 too) |
 //! | [`scan`] | [`scan()`] (capture + metrics), [`build_report`], [`SrddCapture`] |
-//! | [`recorder`] | [`InputRecorder`]: a projection's input, for `linear-inputs` |
 //! | [`prompts`] | the built-in calibration prompts and prompt files |
 //! | [`error`] | [`SrddError`] |
 //!
-//! The command line is `aqn-native srdd` (native/src/cmd/srdd.rs).
+//! The capture hook of a projection's input is `crate::model::InputRecorder`. The command line
+//! is `aqn-native srdd` (native/src/cmd/srdd.rs).
 
 pub mod error;
 pub mod prompts;
-pub mod recorder;
+pub mod report;
+#[cfg(feature = "burn")]
 pub mod scan;
 
 pub use error::SrddError;
 pub use prompts::{DEFAULT_PROMPTS, read_prompts};
-pub use recorder::{InputRecorder, RecordedInput};
+pub use report::{
+    LayerMetrics, MetricStatistics, SrddBody, SrddConfig, SrddLayer, SrddMetric,
+    SrddRecommendations, SrddReport, SrddStrategy, SrddSummary, SrddThresholds,
+};
+#[cfg(feature = "burn")]
 pub use scan::{EXACT_SQNR_DB, SrddCapture, build_report, iso8601, mean_metrics, scan};

@@ -17,13 +17,13 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::SrddError;
-use super::recorder::InputRecorder;
 use crate::formats::QuantSpec;
-use crate::metrics::ErrorMetrics;
-use crate::model::linear_site::LinearKind;
+use crate::model::InputRecorder;
 use crate::model::{Padding, Qwen2ForCausalLM};
 use crate::named::named_enum;
-use crate::rin::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
+use crate::quant_error::ErrorMetrics;
+use crate::site::LinearKind;
+use crate::srdd::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
 
 /// The SQNR reported for a tensor the format represents exactly (`q == x`): the true value is
 /// infinite, which JSON cannot hold. The SQNR of f32 rounding itself is about 150 dB, so this
@@ -228,13 +228,7 @@ pub fn build_report(
         .enumerate()
         .map(|(l, m)| SrddLayer::new(l, *m, &thresholds))
         .collect();
-    Ok(SrddReport::from_layers(
-        model_path,
-        quant_type,
-        thresholds,
-        layers,
-        iso8601_now(),
-    )?)
+    SrddReport::from_layers(model_path, quant_type, thresholds, layers, iso8601_now())
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SS` (the scanner's `datetime.now().isoformat()`

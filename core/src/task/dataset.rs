@@ -13,33 +13,17 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::named::named_enum;
 
 use super::error::TaskError;
 use super::gsm8k_reward::strict_matches;
+use super::problem::Problem;
 
 /// The instruction verl appends to a GSM8K question (after one space).
 pub const GSM8K_INSTRUCTION: &str =
     "Let's think step by step and output the final answer after \"####\".";
 /// verl's `data_source` of GSM8K, which selects the GSM8K scorer.
 pub const GSM8K_SOURCE: &str = "openai/gsm8k";
-
-/// One problem: the user message, the ground-truth answer and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Problem {
-    /// The user message given to the chat template (question plus instruction).
-    pub prompt: String,
-    /// The ground truth, compared as a string with the extracted answer (`"72"`, `"-3"`).
-    pub answer: String,
-    /// verl's `data_source` (`openai/gsm8k`, `aqn/synthetic-arithmetic`).
-    pub source: String,
-    /// A worked reference solution ending in `#### N`, where the data has one (for supervised
-    /// warm-up and for display).
-    pub solution: Option<String>,
-}
 
 named_enum! {
     /// How a question becomes the user message.

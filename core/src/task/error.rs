@@ -7,15 +7,8 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum TaskError {
     /// A name that is not one of the enum's variants (difficulty, split, reward kind, format).
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// A numeric setting outside its valid range.
     #[error("{name} = {value} is refused: {requirement}")]
     InvalidSetting {

@@ -7,7 +7,8 @@
 //!
 //! | file | concept |
 //! |---|---|
-//! | [`dataset`] | [`Problem`], the GSM8K prompt template, the jsonl loader and the format dispatch |
+//! | [`problem`] | [`Problem`] |
+//! | [`dataset`] | the GSM8K prompt template, the jsonl loader and the format dispatch |
 //! | [`verl_parquet`] | verl's parquet schema (feature `parquet`) |
 //! | [`synthetic`] | the seeded synthetic word problems, levels, splits and vocabulary |
 //! | [`gsm8k_reward`] | verl's GSM8K scorer (strict / flexible) |
@@ -18,6 +19,7 @@ pub mod dapo_reward;
 pub mod dataset;
 pub mod error;
 pub mod gsm8k_reward;
+pub mod problem;
 pub mod reward;
 pub mod synthetic;
 #[cfg(feature = "parquet")]
@@ -25,11 +27,12 @@ pub mod verl_parquet;
 
 pub use dapo_reward::{OverlongBufferConfig, compute_dapo_score};
 pub use dataset::{
-    DataFormat, GSM8K_INSTRUCTION, GSM8K_SOURCE, Problem, PromptTemplate, gsm8k_ground_truth,
-    gsm8k_prompt, load_jsonl, load_problems, parse_jsonl,
+    DataFormat, GSM8K_INSTRUCTION, GSM8K_SOURCE, PromptTemplate, gsm8k_ground_truth, gsm8k_prompt,
+    load_jsonl, load_problems, parse_jsonl,
 };
 pub use error::TaskError;
 pub use gsm8k_reward::{ExtractMethod, compute_gsm8k_score, extract_solution};
+pub use problem::Problem;
 pub use reward::{RewardConfig, RewardKind, RewardOutcome};
 pub use synthetic::{
     Difficulty, SYNTHETIC_SOURCE, Split, SyntheticConfig, SyntheticProblem, generate_problem,

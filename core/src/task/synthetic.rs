@@ -44,9 +44,10 @@ use serde::{Deserialize, Serialize};
 use crate::named::named_enum;
 use crate::rng::{CounterRng, counter_hash, mix64};
 
-use super::dataset::{Problem, PromptTemplate};
+use super::dataset::PromptTemplate;
 use super::error::TaskError;
 use super::gsm8k_reward::ANSWER_MARKER;
+use super::problem::Problem;
 
 /// verl `data_source` of the synthetic task.
 pub const SYNTHETIC_SOURCE: &str = "aqn/synthetic-arithmetic";

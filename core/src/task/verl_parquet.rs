@@ -20,8 +20,8 @@ use std::path::Path;
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 
-use super::dataset::Problem;
 use super::error::TaskError;
+use super::problem::Problem;
 
 /// The role of the message that becomes the prompt.
 const USER_ROLE: &str = "user";

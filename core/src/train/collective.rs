@@ -17,7 +17,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
-use super::run_dir::StepMetrics;
+use crate::run::dir::StepMetrics;
 
 /// The operations every worker calls in the same order (a collective call that one worker skips
 /// blocks the others, as in MPI).

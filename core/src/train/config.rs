@@ -23,8 +23,7 @@ use crate::aqn::{AqnConfig, AqnTargets};
 use crate::config::{OverrideError, apply_override, merge};
 use crate::hw_noise::HwNoiseConfig;
 use crate::lora::LoraConfig;
-use crate::model::linear_site::{LinearKind, LinearSite};
-use crate::model::loader::WeightDtype;
+use crate::model::WeightDtype;
 use crate::named::named_enum;
 use crate::qat::QuantConfig;
 use crate::rl::adamw::AdamWSettings;
@@ -33,6 +32,7 @@ use crate::rl::dynamic_sampling::FilterGroupsConfig;
 use crate::rl::kl::KlConfig;
 use crate::rl::lr_schedule::LrScheduleConfig;
 use crate::rl::policy_loss::PolicyLossConfig;
+use crate::site::{LinearKind, LinearSite};
 use crate::task::dataset::PromptTemplate;
 use crate::task::reward::RewardConfig;
 use crate::task::synthetic::SyntheticConfig;
@@ -84,15 +84,8 @@ pub enum ConfigError {
     #[error("--unset {0}: there is no such key in the configuration")]
     UnsetMissing(String),
     /// A name that is not one of an enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was parsed.
-        what: &'static str,
-        /// The text.
-        value: String,
-        /// The valid names.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
 }
 
 named_enum! {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DataConfig, SYNTHETIC};
 use crate::rng::{CounterRng, counter_hash};
-use crate::task::dataset::{Problem, load_problems};
+use crate::task::Problem;
+use crate::task::dataset::load_problems;
 use crate::task::error::TaskError;
 use crate::task::synthetic::Split;
 

@@ -4,12 +4,11 @@
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    ChatMessage, GenerateError, GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, SamplingConfig,
-    TokenizerError, generate,
-};
-use crate::task::dataset::Problem;
+use crate::generation::{GenerateError, GenerationConfig, SamplingConfig, generate};
+use crate::model::Qwen2ForCausalLM;
+use crate::task::Problem;
 use crate::task::gsm8k_reward::{ExtractMethod, is_correct};
+use crate::tokenizer::{ChatMessage, Qwen2Tokenizer, TokenizerError};
 
 /// Errors of evaluation and prompt building.
 #[derive(Debug, thiserror::Error)]

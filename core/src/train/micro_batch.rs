@@ -11,7 +11,6 @@
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Tensor, TensorData};
 
-use super::run_dir::StepMetrics;
 use super::sequence::{SequenceBatch, response_logprobs};
 use crate::model::Qwen2ForCausalLM;
 use crate::rl::RlError;
@@ -20,6 +19,7 @@ use crate::rl::agg_loss::AggNorm;
 use crate::rl::kl::KlConfig;
 use crate::rl::metrics::{ENTROPY, KL_COEF, KL_LOSS, PG_LOSS};
 use crate::rl::policy_loss::PolicyLossConfig;
+use crate::run::dir::StepMetrics;
 
 /// One micro-batch: its sequences and what the loss needs besides the policy's log-probs.
 pub struct PolicyMicroBatch {

@@ -1,14 +1,12 @@
 //! Training: the GRPO/DAPO trainer and its configuration, the teacher-forced sequence layout and
 //! log-probs, evaluation, the run folder, and supervised pretraining of the built-in tiny model.
 
-pub mod builtin;
 pub mod collective;
 pub mod config;
 pub mod data;
 pub mod evaluate;
 pub mod micro_batch;
 pub mod pretrain;
-pub mod run_dir;
 pub mod sequence;
 pub mod summary;
 pub mod trainer;

@@ -18,15 +18,18 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{EvalError, EvalResult, evaluate, prompt_ids};
 use super::sequence::{SequenceBatch, masked_mean, response_logprobs};
-use crate::model::char_tokenizer::write_char_tokenizer;
-use crate::model::save::{SaveError, save_qwen2};
-use crate::model::{GenerationConfig, Qwen2Config, Qwen2Tokenizer, TokenizerError};
+use crate::checkpoint::save::{SaveError, save_qwen2};
+use crate::generation::GenerationConfig;
+use crate::model::Qwen2Config;
 use crate::rng::{CounterRng, counter_hash};
-use crate::task::dataset::{Problem, PromptTemplate};
+use crate::task::Problem;
+use crate::task::dataset::PromptTemplate;
 use crate::task::synthetic::{
     Difficulty, Split, SyntheticConfig, person_index, vocabulary, with_plain_answer,
 };
 use crate::tensor_file::FloatDtype;
+use crate::tokenizer::char_tokenizer::write_char_tokenizer;
+use crate::tokenizer::{Qwen2Tokenizer, TokenizerError};
 
 /// Errors of pretraining.
 #[derive(Debug, thiserror::Error)]

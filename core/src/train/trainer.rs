@@ -33,14 +33,12 @@ use super::evaluate::{EvalError, EvalPart, EvalResult, evaluate_part, prompt_ids
 use super::micro_batch::{
     MiniBatchCounts, PolicyLossSettings, PolicyMicroBatch, policy_gradients_of,
 };
-use super::run_dir::{CONFIG_FILE, RunDir, RunDirError, SUMMARY_FILE, StepMetrics};
 use super::sequence::{SequenceBatch, response_logprobs};
 use super::summary::RunSummary;
 use crate::aqn::{Aqn, AqnError};
-use crate::model::loader::{LoadPlan, load_qwen2_with};
-use crate::model::{
-    GenerationConfig, Qwen2ForCausalLM, Qwen2Tokenizer, RowSampling, SamplingConfig, generate_with,
-};
+use crate::checkpoint::loader::{LoadPlan, load_qwen2_with};
+use crate::generation::{GenerationConfig, RowSampling, SamplingConfig, generate_with};
+use crate::model::Qwen2ForCausalLM;
 use crate::phase::Phase;
 use crate::qat::QuantConfig;
 use crate::rl::agg_loss::AggMode;
@@ -49,8 +47,10 @@ use crate::rl::grad_clip::{ClippedGrads, clip_grad_norm};
 use crate::rl::kl::{KlPlacement, compute_kl_in_reward};
 use crate::rl::lr_schedule::LrSchedule;
 use crate::rng::{CounterRng, counter_hash};
+use crate::run::dir::{CONFIG_FILE, RunDir, RunDirError, SUMMARY_FILE, StepMetrics};
 use crate::schedule::RunLength;
 use crate::srdd::{SrddCapture, build_report, scan};
+use crate::tokenizer::Qwen2Tokenizer;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +180,7 @@ const LORA_SALT: u64 = 0x4c4f_5241;
 /// The model folder of `path` (`builtin:tiny` is unpacked from the binary).
 pub fn resolve_model_dir(path: &str) -> Result<PathBuf, TrainError> {
     if path == BUILTIN_TINY {
-        return super::builtin::materialize_tiny()
+        return crate::checkpoint::builtin::materialize_tiny()
             .map_err(ctx("unpacking the built-in tiny model"));
     }
     let dir = PathBuf::from(path);
@@ -203,7 +203,7 @@ pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBu
         }),
         Some(step) => {
             let path = run_dir
-                .join(super::run_dir::CHECKPOINT_DIR)
+                .join(crate::run::dir::CHECKPOINT_DIR)
                 .join(format!("step_{step}"));
             if path.join(TRAINER_STATE).exists() {
                 Ok((step, path))
@@ -228,7 +228,7 @@ pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBu
 
 /// The steps of a run's saved checkpoints, ascending.
 pub fn checkpoint_steps(run_dir: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(run_dir.join(super::run_dir::CHECKPOINT_DIR)) else {
+    let Ok(entries) = std::fs::read_dir(run_dir.join(crate::run::dir::CHECKPOINT_DIR)) else {
         return Vec::new();
     };
     let mut steps: Vec<u64> = entries
@@ -295,7 +295,7 @@ pub fn load_eval_model(
 
 /// The latest `checkpoints/step_N` folder of a run.
 pub fn latest_checkpoint(run_dir: &Path) -> Option<(u64, PathBuf)> {
-    let dir = run_dir.join(super::run_dir::CHECKPOINT_DIR);
+    let dir = run_dir.join(crate::run::dir::CHECKPOINT_DIR);
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
@@ -750,7 +750,7 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn eval_problems(&self) -> &[crate::task::dataset::Problem] {
+    fn eval_problems(&self) -> &[crate::task::Problem] {
         let n = self.config.eval.problems;
         if n == 0 {
             &self.problems.test
@@ -1247,7 +1247,7 @@ impl<'a> Run<'a> {
         }
         std::fs::create_dir_all(&path).map_err(ctx(format!("creating {}", path.display())))?;
         match self.config.finetune.mode {
-            FinetuneMode::Lora => crate::lora::save_lora_adapter(
+            FinetuneMode::Lora => crate::checkpoint::save_lora_adapter(
                 &self.policy.valid(),
                 &path.join(ADAPTER_DIR),
                 &self.model_dir.display().to_string(),
@@ -1260,7 +1260,7 @@ impl<'a> Run<'a> {
                     .first()
                     .copied()
                     .unwrap_or(self.generation.pad_token_id);
-                crate::model::save::save_qwen2(
+                crate::checkpoint::save::save_qwen2(
                     &self.policy.valid(),
                     &path.join(WEIGHTS_DIR),
                     crate::tensor_file::FloatDtype::F32,

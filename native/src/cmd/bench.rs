@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use aqn_core::formats::QuantSpec;
-use aqn_core::model::{GenerationConfig, Padding, Qwen2Config, SamplingConfig, generate};
+use aqn_core::generation::{GenerationConfig, SamplingConfig, generate};
+use aqn_core::model::{Padding, Qwen2Config};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};

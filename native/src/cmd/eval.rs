@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use aqn_core::model::{GenerationConfig, Qwen2Tokenizer};
+use aqn_core::generation::GenerationConfig;
 use aqn_core::qat::{QuantConfig, QuantMode};
+use aqn_core::run::dir::CONFIG_FILE;
+use aqn_core::tokenizer::Qwen2Tokenizer;
 use aqn_core::train::TrainConfig;
 use aqn_core::train::config::{ConfigSources, FinetuneMode};
 use aqn_core::train::data::ProblemSet;
 use aqn_core::train::evaluate::{EvalResult, evaluate};
-use aqn_core::train::run_dir::CONFIG_FILE;
 use aqn_core::train::trainer::{find_checkpoint, load_eval_model, resolve_model_dir};
 use clap::Args;
 use serde::Serialize;

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use aqn_core::distributions::Distribution;
 use aqn_core::formats::QuantSpec;
-use aqn_core::metrics::ErrorMetrics;
-use aqn_core::samples::Distribution;
+use aqn_core::quant_error::ErrorMetrics;
 use aqn_core::tensor_file::{TensorFile, read_bytes};
 use clap::Args;
 use serde::Serialize;

@@ -53,7 +53,7 @@ pub fn run(args: RandomModelArgs) -> Result<()> {
         .with_context(|| format!("reading {}", args.config.display()))?;
     let tokenizer = match args.tokenizer {
         Some(dir) => dir,
-        None => aqn_core::train::builtin::materialize_tiny()
+        None => aqn_core::checkpoint::builtin::materialize_tiny()
             .context("unpacking the built-in tiny model's tokenizer")?,
     };
     if !tokenizer.join("tokenizer.json").exists() {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aqn_core::aqn::AqnTargets;
+use aqn_core::run::dir::{CONFIG_FILE, SUMMARY_FILE};
 use aqn_core::train::config::Category;
-use aqn_core::train::run_dir::{CONFIG_FILE, SUMMARY_FILE};
 use aqn_core::train::{RunSummary, TrainConfig};
 use clap::Args;
 use plotters::prelude::*;

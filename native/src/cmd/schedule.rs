@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use aqn_core::rin::{RinConfig, SrddReport};
+use aqn_core::rin::RinConfig;
 use aqn_core::schedule::presets::{QERL_SIGMA_END, QERL_SIGMA_START, QERL_STAGES};
 use aqn_core::schedule::{RunLength, ScheduleKind, SchedulePreset, SigmaPoint, SigmaSchedule};
+use aqn_core::srdd::SrddReport;
 use clap::Args;
 use plotters::prelude::*;
 use serde::Serialize;

@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::checkpoint::load_qwen2;
 use aqn_core::formats::QuantSpec;
-use aqn_core::model::{Qwen2Tokenizer, load_qwen2};
-use aqn_core::rin::{RinConfig, SrddMetric, SrddReport, SrddThresholds};
+use aqn_core::rin::RinConfig;
 use aqn_core::srdd::{DEFAULT_PROMPTS, SrddCapture, build_report, read_prompts, scan};
+use aqn_core::srdd::{SrddMetric, SrddReport, SrddThresholds};
+use aqn_core::tokenizer::Qwen2Tokenizer;
 use clap::Args;
 use plotters::prelude::*;
 

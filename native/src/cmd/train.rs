@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::run::dir::CONFIG_FILE;
 use aqn_core::train::config::{ConfigSources, preset_names, preset_text, profile_names};
-use aqn_core::train::run_dir::CONFIG_FILE;
 use aqn_core::train::{Collective, Event, TrainConfig, TrainOptions, train};
 use clap::Args;
 

@@ -9,11 +9,8 @@
 //! ([`PackedWeight::decode_rows`], the plain reference; tests/packed_linear.rs checks the two
 //! agree for every format, scale mode and block layout on Mesa lavapipe).
 //!
-//! A weight's device copy (codes, scales and table as `u32` words) is cached per device for as
-//! long as the weight lives: [`forget`] drops it with the last clone of the weight.
-
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+//! A weight's device copy (codes, scales and table as `u32` words) is made once per device and
+//! kept with the weight ([`PackedWeight::with_copy`]), so it is dropped with its last clone.
 
 use burn::tensor::DType;
 use burn_cubecl::CubeDevice;
@@ -97,17 +94,6 @@ struct DeviceCodes {
     block: u32,
     block_cols: u32,
     tile_rows: u32,
-}
-
-/// Device copies by weight id.
-static CACHE: LazyLock<Mutex<HashMap<u64, Vec<DeviceCodes>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Drops the device copies of weight `id` (called when its storage is dropped).
-pub fn forget(id: u64) {
-    if let Ok(mut cache) = CACHE.lock() {
-        cache.remove(&id);
-    }
 }
 
 /// Bytes as little-endian `u32` words (zero-padded), at least one word (no empty buffers).
@@ -200,30 +186,38 @@ pub fn decode_tile_cube(
     if len == 0 {
         return Ok(out);
     }
-    let mut cache = CACHE
-        .lock()
-        .map_err(|_| FormatError::Device("the packed-weight device cache is poisoned".into()))?;
-    let copies = cache.entry(w.id()).or_default();
-    let index = match copies.iter().position(|c| c.device == device) {
-        Some(i) => i,
-        None => {
-            copies.push(upload(w, &client, &device));
-            copies.len() - 1
-        }
-    };
-    let d = &copies[index];
+    w.with_copy(
+        |c: &DeviceCodes| c.device == device,
+        || upload(w, &client, &device),
+        |d| launch_decode(d, &client, &out, rows.start, cols.start, width, len, in_dim),
+    );
+    Ok(out)
+}
+
+/// Launches [`decode_packed`] over the `len` elements of the tile starting at `(r0, c0)`.
+#[allow(clippy::too_many_arguments)]
+fn launch_decode(
+    d: &DeviceCodes,
+    client: &Client,
+    out: &CubeTensor,
+    r0: usize,
+    c0: usize,
+    width: usize,
+    len: usize,
+    in_dim: usize,
+) {
     let cube_dim = CubeDim::new_1d(DECODE_UNITS);
     decode_packed::launch(
-        &client,
-        calculate_cube_count_elemwise(&client, len, cube_dim),
+        client,
+        calculate_cube_count_elemwise(client, len, cube_dim),
         cube_dim,
         // SAFETY: each buffer holds the number of words given (`upload`), the output `len`.
         unsafe { BufferArg::from_raw_parts(d.codes.clone(), d.codes_words) },
         unsafe { BufferArg::from_raw_parts(d.scales.clone(), d.scales_words) },
         unsafe { BufferArg::from_raw_parts(d.lut.clone(), d.lut_words) },
         unsafe { BufferArg::from_raw_parts(out.handle.clone(), len) },
-        rows.start as u32,
-        cols.start as u32,
+        r0 as u32,
+        c0 as u32,
         width as u32,
         len as u32,
         in_dim as u32,
@@ -232,5 +226,4 @@ pub fn decode_tile_cube(
         d.block,
         d.tile_rows,
     );
-    Ok(out)
 }

@@ -17,7 +17,8 @@
 //! computed once per block with the same operations as [`PackedTensor::dequantize`]
 //! (MXFP4 `p * 2^e`; NVFP4 `(p * s) * g`), so the per-element work is a nibble and a load.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 
 use crate::formats::bf16::bf16_bits_to_f32;
 use crate::formats::e2m1::E2M1_VALUES;
@@ -37,16 +38,11 @@ struct Inner {
     /// each of the 256 scale bytes the 16 values of its block's codes ([`fp4_table`], NaN for a
     /// NaN scale), so decoding is a lookup per code; empty otherwise.
     lut: Vec<f32>,
-    /// Identifies the storage (for caches keyed by weight, e.g. device copies).
+    /// Identifies the storage (shared by clones).
     id: u64,
-}
-
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The device copies of the codes live as long as the storage.
-        crate::quant::fused::packed_decode::forget(self.id);
-    }
+    /// Copies of the storage kept elsewhere (the codes in device memory, one per device), owned
+    /// here so that they live exactly as long as the storage: see [`PackedWeight::with_copy`].
+    copies: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for PackedWeight {
@@ -136,6 +132,7 @@ impl PackedWeight {
                 storage,
                 lut,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                copies: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -170,6 +167,36 @@ impl PackedWeight {
     /// A process-unique id of this storage (shared by clones).
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// Runs `f` on the copy of this storage of type `T` for which `matches` holds, made by `make`
+    /// on first use and kept with the storage: the device decoder keeps the codes it uploaded
+    /// here, one copy per device, and they are dropped with the last clone of the weight.
+    pub fn with_copy<T: Any + Send + Sync, R>(
+        &self,
+        matches: impl Fn(&T) -> bool,
+        make: impl FnOnce() -> T,
+        f: impl FnOnce(&T) -> R,
+    ) -> R {
+        // A panic while the lock was held leaves at worst a missing copy: remake it.
+        let mut copies = self
+            .inner
+            .copies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = copies
+            .iter()
+            .position(|c| c.downcast_ref::<T>().is_some_and(&matches));
+        let index = match found {
+            Some(i) => i,
+            None => {
+                copies.push(Box::new(make()));
+                copies.len() - 1
+            }
+        };
+        f(copies[index]
+            .downcast_ref::<T>()
+            .expect("the copy at `index` is a T"))
     }
 
     /// Bytes of codes, scales and the tensor scale: what the weight costs in memory.

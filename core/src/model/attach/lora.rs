@@ -11,9 +11,9 @@
 
 use burn::module::Module;
 
-use super::{LoraAdapter, LoraConfig, LoraError, LoraTarget};
+use crate::lora::{LoraAdapter, LoraConfig, LoraError, LoraTarget};
 use crate::model::Qwen2ForCausalLM;
-use crate::model::linear_site::LinearSite;
+use crate::site::LinearSite;
 
 impl Qwen2ForCausalLM {
     /// Freezes the base and attaches fresh adapters to `config.targets` of every decoder layer.

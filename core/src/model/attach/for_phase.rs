@@ -8,7 +8,7 @@
 
 use burn::module::Module;
 
-use super::qwen2::Qwen2ForCausalLM;
+use crate::model::Qwen2ForCausalLM;
 use crate::phase::Phase;
 
 impl Qwen2ForCausalLM {

@@ -1,8 +1,8 @@
 //! Applying a [`QuantConfig`] to a model: every projection records what it quantizes.
 
-use super::{LinearQuant, QatError, QuantConfig};
 use crate::model::Qwen2ForCausalLM;
-use crate::model::linear_site::LinearSite;
+use crate::qat::{LinearQuant, QatError, QuantConfig};
+use crate::site::LinearSite;
 
 impl Qwen2ForCausalLM {
     /// The model with `config`'s mode set on every projection (and the embedding when included),
@@ -21,9 +21,9 @@ impl Qwen2ForCausalLM {
             });
         }
         for p in &config.exclude.patterns {
-            let mut hit = p.matches(super::config::EMBEDDING_PATH)
-                || p.matches(super::config::EMBEDDING_WEIGHT);
-            self.visit_linears(|site, _| hit |= super::config::pattern_matches(p, site));
+            let mut hit = p.matches(crate::qat::config::EMBEDDING_PATH)
+                || p.matches(crate::qat::config::EMBEDDING_WEIGHT);
+            self.visit_linears(|site, _| hit |= crate::qat::config::pattern_matches(p, site));
             if !hit {
                 return Err(QatError::PatternMatchesNothing {
                     pattern: p.to_string(),
@@ -44,19 +44,19 @@ impl Qwen2ForCausalLM {
                         source,
                     })?;
             }
-            linear.hooks.quant = super::WeightQuantState::new(quant);
+            linear.hooks.quant = crate::qat::WeightQuantState::new(quant);
             Ok::<_, QatError>(linear.refresh_quantized_weight())
         })?;
         model
             .with_embedding_quant(embed)
             .map_err(|source| QatError::Packed {
-                site: super::config::EMBEDDING_PATH.into(),
+                site: crate::qat::config::EMBEDDING_PATH.into(),
                 source,
             })
     }
 
     /// Recomputes every cached `Q(W)` from the current weights (see
-    /// [`super::WeightQuantState`]); `for_phase` and AQN call it, so callers rarely need to.
+    /// [`crate::qat::WeightQuantState`]); `for_phase` and AQN call it, so callers rarely need to.
     pub fn refresh_quantized_weights(self) -> Self {
         self.map_linears(|_, linear| linear.refresh_quantized_weight())
             .refresh_embedding_quant()

@@ -20,9 +20,9 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::{Map, Value, json};
 
-use super::{LoraAdapter, LoraConfig, LoraError, LoraTarget};
+use crate::lora::{LoraAdapter, LoraConfig, LoraError, LoraTarget};
 use crate::model::Qwen2ForCausalLM;
-use crate::model::linear_site::LinearSite;
+use crate::site::LinearSite;
 use crate::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
 
 /// The weights file of a PEFT adapter.

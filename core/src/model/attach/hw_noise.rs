@@ -4,11 +4,9 @@
 
 use burn::tensor::Tensor;
 
-use super::config::{HwNoiseConfig, HwSite};
-use super::site::SiteNoise;
-use super::{HwNoiseError, NoiseKey, grad_noise};
+use crate::hw_noise::{HwNoiseConfig, HwNoiseError, HwSite, NoiseKey, SiteNoise, grad_noise};
 use crate::model::Qwen2ForCausalLM;
-use crate::model::linear_site::{AttentionMatmul, LinearKind};
+use crate::site::{AttentionMatmul, LinearKind};
 
 impl Qwen2ForCausalLM {
     /// The model with `config` wired into its matmuls, replacing any earlier wiring. Refuses an

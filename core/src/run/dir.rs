@@ -213,12 +213,12 @@ mod tests {
         let text = std::fs::read_to_string(root.join(METRICS_FILE)).unwrap();
         assert_eq!(text.lines().count(), 5);
         assert!(text.lines().nth(2).unwrap().contains("\"bad\":null"));
-        let log = crate::run_log::parse_metrics(&text, "metrics.jsonl").unwrap();
+        let log = crate::run::log::parse_metrics(&text, "metrics.jsonl").unwrap();
         assert_eq!(log.steps, vec![0, 1, 2, 3, 4]);
         let mut run = RunDir::open(&root, Some(2)).unwrap();
         run.log_step(3, &StepMetrics::new()).unwrap();
         let text = std::fs::read_to_string(root.join(METRICS_FILE)).unwrap();
-        let steps: Vec<u64> = crate::run_log::parse_metrics(&text, "m").unwrap().steps;
+        let steps: Vec<u64> = crate::run::log::parse_metrics(&text, "m").unwrap().steps;
         assert_eq!(steps, vec![0, 1, 2, 3]);
         assert_eq!(
             std::fs::read_to_string(root.join(AUDIT_FILE))

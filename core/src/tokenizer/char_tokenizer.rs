@@ -13,7 +13,7 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::bpe::BPE;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::tokenizer::TokenizerError;
+use super::qwen2_tokenizer::TokenizerError;
 
 /// Padding and end of text.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
@@ -106,7 +106,7 @@ pub fn write_char_tokenizer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChatMessage, Qwen2Tokenizer};
+    use crate::tokenizer::{ChatMessage, Qwen2Tokenizer};
 
     #[test]
     fn one_token_per_character_and_chat_template() {

@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::RinError;
-use crate::metrics::ErrorMetrics;
-use crate::named::named_enum;
+use super::SrddError;
+use crate::named::{UnknownName, named_enum};
+use crate::quant_error::ErrorMetrics;
 
 /// Default flag: SQNR below this many dB.
 pub const DEFAULT_SQNR_DB: f64 = 20.0;
@@ -44,7 +44,7 @@ named_enum! {
     /// A per-layer metric of the report, by its JSON field name; RIN policies read one of them as
     /// the layer's "error". For `sqnr_db` higher is better, so variable/inverse policies read it
     /// the other way round from the error metrics.
-    SrddMetric, "SRDD metric", RinError {
+    SrddMetric, "SRDD metric", UnknownName {
         /// `mean(|x - q| / (|x| + 1e-10))` (default).
         RelativeError => "relative_error" | "relative-error",
         /// `10 log10(mean x^2 / mean (x - q)^2)`.
@@ -64,7 +64,7 @@ named_enum! {
 
 named_enum! {
     /// The scanner's recommendation.
-    SrddStrategy, "SRDD strategy", RinError {
+    SrddStrategy, "SRDD strategy", UnknownName {
         /// No layer is flagged.
         NoAction => "no_action",
         /// Under 10% of the layers are flagged: keep them in higher precision.
@@ -392,7 +392,7 @@ impl SrddReport {
         thresholds: SrddThresholds,
         per_layer: Vec<SrddLayer>,
         timestamp: impl Into<String>,
-    ) -> Result<Self, RinError> {
+    ) -> Result<Self, SrddError> {
         let quant_type = quant_type.into();
         let flagged: Vec<usize> = per_layer
             .iter()
@@ -441,9 +441,9 @@ impl SrddReport {
     }
 
     /// Parses a report (strict schema) and checks that it is consistent.
-    pub fn from_json(text: &str) -> Result<Self, RinError> {
+    pub fn from_json(text: &str) -> Result<Self, SrddError> {
         let report: Self =
-            serde_json::from_str(text).map_err(|e| RinError::Report(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| SrddError::Report(e.to_string()))?;
         report.validate()?;
         Ok(report)
     }
@@ -455,21 +455,23 @@ impl SrddReport {
 
     /// Refuses a report without layers, whose `per_layer` ids are not exactly `0..num_layers`
     /// in order, or whose summary disagrees with the per-layer flags.
-    pub fn validate(&self) -> Result<(), RinError> {
+    pub fn validate(&self) -> Result<(), SrddError> {
         let n = self.config.num_layers;
         let layers = &self.report.per_layer;
         if n == 0 || layers.is_empty() {
-            return Err(RinError::Report("it has no layers (num_layers = 0)".into()));
+            return Err(SrddError::Report(
+                "it has no layers (num_layers = 0)".into(),
+            ));
         }
         if layers.len() != n {
-            return Err(RinError::Report(format!(
+            return Err(SrddError::Report(format!(
                 "config.num_layers = {n} but report.per_layer has {} entries",
                 layers.len()
             )));
         }
         for (i, l) in layers.iter().enumerate() {
             if l.layer_id != i {
-                return Err(RinError::Report(format!(
+                return Err(SrddError::Report(format!(
                     "report.per_layer[{i}] has layer_id {}; entries must be layers 0..{n} in order",
                     l.layer_id
                 )));
@@ -486,7 +488,7 @@ impl SrddReport {
             || s.problematic_layers != flagged.len()
             || s.healthy_layers != n - flagged.len()
         {
-            return Err(RinError::Report(format!(
+            return Err(SrddError::Report(format!(
                 "report.summary (total {}, problematic {:?}) disagrees with per_layer \
                  ({n} layers, problematic {flagged:?})",
                 s.total_layers, s.problematic_layer_ids

@@ -1,8 +1,8 @@
 //! Loading a Qwen2 checkpoint in HF layout: `config.json` plus `model.safetensors`, or the shards
 //! listed by `model.safetensors.index.json`; tensors in f32, f16 or bf16 (converted exactly to f32).
 //!
-//! Tensors are matched to parameters by their HF names through [`NAME_TABLE`], the one remapping
-//! table. Every parameter must find its tensor with the module's shape, and every tensor must be
+//! Tensors are matched to parameters by their HF names through
+//! [`NAME_TABLE`](super::hf_names::NAME_TABLE), the one remapping table. Every parameter must find its tensor with the module's shape, and every tensor must be
 //! used: a missing, unexpected, wrong-shape or non-float tensor is a [`LoadError`] naming it.
 //!
 //! The files are memory-mapped and read one tensor at a time; the pages of a tensor are handed
@@ -21,33 +21,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use super::config::{ConfigError, Qwen2Config};
-use super::linear::QLinear;
-use super::linear_site::LinearSite;
+use super::hf_names::{TIED_HEAD, hf_name, is_ignored};
 use super::named_params::NamedParamMapper;
-use super::pack::storage_spec;
-use super::qwen2::Qwen2ForCausalLM;
 use crate::formats::bf16::round_to_bf16;
 use crate::formats::{FormatError, QuantSpec};
-use crate::named::named_enum;
+use crate::model::attach::pack::{WeightDtype, storage_spec};
+use crate::model::config::{ConfigError, Qwen2Config};
+use crate::model::linear::QLinear;
+use crate::model::qwen2::Qwen2ForCausalLM;
 use crate::qat::{LinearQuant, QatError, QuantConfig};
 use crate::quant::PackedWeight;
+use crate::site::LinearSite;
 use crate::tensor_file::{TensorFile, TensorFileError};
-
-named_enum! {
-    /// The precision the model's weights are held in (`model.dtype`).
-    #[derive(Default)]
-    WeightDtype, "model dtype", LoadError {
-        /// f32, as read (f16 and bf16 files convert exactly).
-        #[default]
-        F32 => "f32" | "float32",
-        /// Every value rounded to bf16 (nearest even) as it is read: exact for bf16 checkpoints
-        /// such as Qwen2.5's. Frozen matrices kept unquantized are then stored as BF16 codes
-        /// (2 bytes each); norms, biases and trainable tensors keep an f32 master copy of the
-        /// rounded values.
-        Bf16 => "bf16" | "bfloat16",
-    }
-}
 
 /// How the loader holds a checkpoint's weights.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,184 +63,12 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The architecture file of an HF checkpoint.
 pub const CONFIG_FILE: &str = "config.json";
 
-/// The remapping table: module path (as Burn's traversal spells it, a layer index written `{i}`) to
-/// HF checkpoint name. The modules' fields carry HF's names, so every row is the identity; the one
-/// exception is the tied head, see [`TIED_HEAD`].
-pub const NAME_TABLE: &[(&str, &str)] = &[
-    // Token embedding [vocab, hidden]; absent from the module when the embeddings are tied.
-    ("model.embed_tokens.weight", "model.embed_tokens.weight"),
-    // Attention: q/k/v with bias, o without; weights [out, in] as in PyTorch.
-    (
-        "model.layers.{i}.self_attn.q_proj.weight",
-        "model.layers.{i}.self_attn.q_proj.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.q_proj.bias",
-        "model.layers.{i}.self_attn.q_proj.bias",
-    ),
-    (
-        "model.layers.{i}.self_attn.k_proj.weight",
-        "model.layers.{i}.self_attn.k_proj.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.k_proj.bias",
-        "model.layers.{i}.self_attn.k_proj.bias",
-    ),
-    (
-        "model.layers.{i}.self_attn.v_proj.weight",
-        "model.layers.{i}.self_attn.v_proj.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.v_proj.bias",
-        "model.layers.{i}.self_attn.v_proj.bias",
-    ),
-    (
-        "model.layers.{i}.self_attn.o_proj.weight",
-        "model.layers.{i}.self_attn.o_proj.weight",
-    ),
-    // SwiGLU MLP, no biases.
-    (
-        "model.layers.{i}.mlp.gate_proj.weight",
-        "model.layers.{i}.mlp.gate_proj.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.up_proj.weight",
-        "model.layers.{i}.mlp.up_proj.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.down_proj.weight",
-        "model.layers.{i}.mlp.down_proj.weight",
-    ),
-    // RMSNorm weights (AQN's default targets).
-    (
-        "model.layers.{i}.input_layernorm.weight",
-        "model.layers.{i}.input_layernorm.weight",
-    ),
-    (
-        "model.layers.{i}.post_attention_layernorm.weight",
-        "model.layers.{i}.post_attention_layernorm.weight",
-    ),
-    ("model.norm.weight", "model.norm.weight"),
-    // Untied lm_head [vocab, hidden].
-    ("lm_head.weight", "lm_head.weight"),
-    // LoRA factors (crate::lora), named as PEFT names them without its `base_model.model.`
-    // prefix: A [r, in], B [out, r]. Not part of a base checkpoint.
-    (
-        "model.layers.{i}.self_attn.q_proj.lora.lora_a",
-        "model.layers.{i}.self_attn.q_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.q_proj.lora.lora_b",
-        "model.layers.{i}.self_attn.q_proj.lora_B.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.k_proj.lora.lora_a",
-        "model.layers.{i}.self_attn.k_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.k_proj.lora.lora_b",
-        "model.layers.{i}.self_attn.k_proj.lora_B.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.v_proj.lora.lora_a",
-        "model.layers.{i}.self_attn.v_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.v_proj.lora.lora_b",
-        "model.layers.{i}.self_attn.v_proj.lora_B.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.o_proj.lora.lora_a",
-        "model.layers.{i}.self_attn.o_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.self_attn.o_proj.lora.lora_b",
-        "model.layers.{i}.self_attn.o_proj.lora_B.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.gate_proj.lora.lora_a",
-        "model.layers.{i}.mlp.gate_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.gate_proj.lora.lora_b",
-        "model.layers.{i}.mlp.gate_proj.lora_B.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.up_proj.lora.lora_a",
-        "model.layers.{i}.mlp.up_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.up_proj.lora.lora_b",
-        "model.layers.{i}.mlp.up_proj.lora_B.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.down_proj.lora.lora_a",
-        "model.layers.{i}.mlp.down_proj.lora_A.weight",
-    ),
-    (
-        "model.layers.{i}.mlp.down_proj.lora.lora_b",
-        "model.layers.{i}.mlp.down_proj.lora_B.weight",
-    ),
-];
-
-/// With tied embeddings the lm_head owns the shared matrix, which HF checkpoints store (once) as
-/// the embedding.
-pub const TIED_HEAD: (&str, &str) = ("lm_head.weight", "model.embed_tokens.weight");
-
-/// Checkpoint tensors that are not parameters here: the RoPE frequencies some older exports store
-/// (recomputed from `rope_theta`).
-pub const IGNORED_TENSORS: &[&str] = &["model.layers.{i}.self_attn.rotary_emb.inv_freq"];
-
-/// The HF name of a module path, or `None` if the table has no row for it.
-pub fn hf_name(module_path: &str, tied: bool) -> Option<String> {
-    if tied && module_path == TIED_HEAD.0 {
-        return Some(TIED_HEAD.1.to_string());
-    }
-    let (pattern, index) = generalize(module_path);
-    NAME_TABLE
-        .iter()
-        .find(|(path, _)| *path == pattern)
-        .map(|(_, hf)| match index {
-            Some(i) => hf.replace("{i}", i),
-            None => hf.to_string(),
-        })
-}
-
-/// `model.layers.3.x` -> (`model.layers.{i}.x`, Some("3")).
-fn generalize(name: &str) -> (String, Option<&str>) {
-    let mut index = None;
-    let parts: Vec<&str> = name
-        .split('.')
-        .map(|p| {
-            if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
-                index = Some(p);
-                "{i}"
-            } else {
-                p
-            }
-        })
-        .collect();
-    (parts.join("."), index)
-}
-
-fn is_ignored(name: &str) -> bool {
-    let (pattern, _) = generalize(name);
-    IGNORED_TENSORS.contains(&pattern.as_str())
-}
-
 /// Why a checkpoint could not be loaded.
 #[derive(Debug, Error)]
 pub enum LoadError {
     /// A name that is not one of an enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
+    #[error(transparent)]
+    UnknownName(#[from] crate::named::UnknownName),
     /// A weight file that cannot be memory-mapped.
     #[error("cannot map {path}: {source}")]
     Map {

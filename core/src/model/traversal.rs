@@ -1,131 +1,11 @@
-//! The model's linear projections by site: which decoder layer and which projection
-//! (`model.layers.3.mlp.down_proj`, `lm_head`), and traversals that visit or replace each
-//! [`QLinear`] with its site. Quantization modes, LoRA adapters, hardware-error injection and
-//! SRDD's input capture are attached to the projections through these traversals, so every
-//! feature names the projections the same way.
-
-use thiserror::Error;
+//! Traversals of the model's projections: visit or replace each [`QLinear`] with its
+//! [`LinearSite`], in one fixed order (decoder layers in order, q/k/v/o, gate/up/down, then the
+//! LM head). Every feature that attaches to projections goes through these.
 
 use super::attention::Attention;
 use super::linear::QLinear;
 use super::qwen2::Qwen2ForCausalLM;
-use crate::named::named_enum;
-
-/// A refused projection name.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum SiteNameError {
-    /// A name that is not one of the enum's variants.
-    #[error("unknown {what} `{value}`; valid choices: {valid}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The rejected text.
-        value: String,
-        /// The accepted names, comma separated.
-        valid: String,
-    },
-}
-
-named_enum! {
-    /// A linear projection of Qwen2, by its HF module name.
-    LinearKind, "linear projection", SiteNameError {
-        /// Attention query projection.
-        QProj => "q_proj",
-        /// Attention key projection.
-        KProj => "k_proj",
-        /// Attention value projection.
-        VProj => "v_proj",
-        /// Attention output projection.
-        OProj => "o_proj",
-        /// MLP gate projection.
-        GateProj => "gate_proj",
-        /// MLP up projection.
-        UpProj => "up_proj",
-        /// MLP down projection.
-        DownProj => "down_proj",
-        /// The LM head (the embedding matrix when tied).
-        LmHead => "lm_head",
-    }
-}
-
-impl LinearKind {
-    /// The seven projections of a decoder layer, in module order.
-    pub const DECODER: [LinearKind; 7] = [
-        LinearKind::QProj,
-        LinearKind::KProj,
-        LinearKind::VProj,
-        LinearKind::OProj,
-        LinearKind::GateProj,
-        LinearKind::UpProj,
-        LinearKind::DownProj,
-    ];
-
-    /// `self_attn` or `mlp` for decoder projections, `None` for the LM head.
-    pub fn block(self) -> Option<&'static str> {
-        match self {
-            LinearKind::QProj | LinearKind::KProj | LinearKind::VProj | LinearKind::OProj => {
-                Some("self_attn")
-            }
-            LinearKind::GateProj | LinearKind::UpProj | LinearKind::DownProj => Some("mlp"),
-            LinearKind::LmHead => None,
-        }
-    }
-}
-
-/// Where a projection sits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LinearSite {
-    /// The decoder layer (`None` for the LM head).
-    pub layer: Option<usize>,
-    /// The projection.
-    pub kind: LinearKind,
-}
-
-impl LinearSite {
-    /// A projection of decoder layer `layer`.
-    pub fn decoder(layer: usize, kind: LinearKind) -> Self {
-        Self {
-            layer: Some(layer),
-            kind,
-        }
-    }
-
-    /// The LM head.
-    pub fn lm_head() -> Self {
-        Self {
-            layer: None,
-            kind: LinearKind::LmHead,
-        }
-    }
-
-    /// The HF module path: `model.layers.3.self_attn.q_proj`, `lm_head`.
-    pub fn module_path(&self) -> String {
-        match (self.layer, self.kind.block()) {
-            (Some(l), Some(block)) => format!("model.layers.{l}.{block}.{}", self.kind),
-            _ => self.kind.name().to_string(),
-        }
-    }
-}
-
-/// One of the two matmuls inside attention (not projections: they have no weights).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AttentionMatmul {
-    /// `q k^T` (the scores).
-    Scores,
-    /// `softmax(scores) v` (the context).
-    Context,
-}
-
-impl AttentionMatmul {
-    /// The site name under the layer's attention: `model.layers.3.self_attn.scores`.
-    pub fn site_name(self, layer: usize) -> String {
-        let what = match self {
-            AttentionMatmul::Scores => "scores",
-            AttentionMatmul::Context => "context",
-        };
-        format!("model.layers.{layer}.self_attn.{what}")
-    }
-}
+use crate::site::{LinearKind, LinearSite};
 
 impl Qwen2ForCausalLM {
     /// Replaces every projection (decoder layers in order, q/k/v/o/gate/up/down, then the LM
@@ -201,6 +81,7 @@ impl Qwen2ForCausalLM {
 mod tests {
     use super::*;
     use crate::model::Qwen2Config;
+    use crate::site::AttentionMatmul;
     use burn::tensor::Device;
 
     #[test]

@@ -1,14 +1,28 @@
 //! Holding a loaded model's frozen weights packed: [`Qwen2ForCausalLM::into_packed`] turns every
 //! projection weight and the embedding table of a model that trains nothing (a reference policy)
 //! into [`PackedWeight`]s, as the loader's packed plan does while reading a checkpoint
-//! (`super::loader::LoadPlan`). The results are bit for bit the same; the memory is the codes'.
+//! (`crate::checkpoint::LoadPlan`). The results are bit for bit the same; the memory is the codes'.
 
 use crate::formats::{FormatError, QuantFormat, QuantSpec};
+use crate::model::Qwen2ForCausalLM;
+use crate::named::{UnknownName, named_enum};
 use crate::qat::LinearQuant;
 use crate::quant::PackedWeight;
 
-use super::loader::WeightDtype;
-use super::qwen2::Qwen2ForCausalLM;
+named_enum! {
+    /// The precision the model's weights are held in (`model.dtype`).
+    #[derive(Default)]
+    WeightDtype, "model dtype", UnknownName {
+        /// f32, as read (f16 and bf16 files convert exactly).
+        #[default]
+        F32 => "f32" | "float32",
+        /// Every value rounded to bf16 (nearest even) as it is read: exact for bf16 checkpoints
+        /// such as Qwen2.5's. Frozen matrices kept unquantized are then stored as BF16 codes
+        /// (2 bytes each); norms, biases and trainable tensors keep an f32 master copy of the
+        /// rounded values.
+        Bf16 => "bf16" | "bfloat16",
+    }
+}
 
 /// How a frozen matrix is held: the quantizer's codes, BF16 codes (`dtype = bf16`) or f32
 /// values for an unquantized one (`None`).

@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use thiserror::Error;
 
 use super::named_params::NamedParamVisitor;
-use super::qwen2::Qwen2ForCausalLM;
+use crate::model::Qwen2ForCausalLM;
 use crate::tensor_file::{FloatDtype, OutTensor, TensorFileError, serialize};
 
 /// Why a model could not be written.
@@ -137,7 +137,8 @@ pub fn save_qwen2(
 mod tests {
     #![allow(deprecated)]
     use super::*;
-    use crate::model::{Padding, Qwen2Config, load_qwen2};
+    use crate::checkpoint::load_qwen2;
+    use crate::model::{Padding, Qwen2Config};
     use burn::tensor::{Device, Int, TensorData};
 
     #[test]

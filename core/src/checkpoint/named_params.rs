@@ -2,13 +2,13 @@
 //! (SPEC.md section 4: noise on named RMSNorm or linear weights), audits and the loader.
 //!
 //! Burn's module traversal reports each parameter's module path (`model.layers.3.mlp.up_proj.weight`);
-//! [`super::loader::hf_name`] turns it into the checkpoint name through the one remapping table.
+//! [`super::hf_names::hf_name`] turns it into the checkpoint name through the one remapping table.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
-use super::loader::hf_name;
-use super::qwen2::Qwen2ForCausalLM;
+use super::hf_names::hf_name;
+use crate::model::Qwen2ForCausalLM;
 
 /// Reads parameters with their HF names.
 pub trait NamedParamVisitor {

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
 
-use super::config::TokenIds;
-use super::qwen2::{Padding, Qwen2ForCausalLM};
 use super::sampling::{Sample, Sampler, log_prob};
+use crate::model::config::TokenIds;
+use crate::model::qwen2::{Padding, Qwen2ForCausalLM};
 
 /// Why a batch could not be generated.
 #[derive(Debug, Error, PartialEq)]
@@ -130,7 +130,7 @@ impl GenerationConfig {
                 .map_err(|e| fail(format!("token ids: {e}")))
         };
         let generation = read(GENERATION_CONFIG_FILE)?;
-        let model = read(super::loader::CONFIG_FILE)?;
+        let model = read(crate::checkpoint::loader::CONFIG_FILE)?;
         let eos = [&generation, &model]
             .into_iter()
             .flatten()

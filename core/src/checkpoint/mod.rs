@@ -1,0 +1,25 @@
+//! HF checkpoints in and out: parameters by HF name, loading safetensors into the model (latent
+//! or packed), saving HF folders and PEFT adapters, and the built-in tiny model.
+//!
+//! | file | concept |
+//! |---|---|
+//! | [`hf_names`] | module paths to HF tensor names (the one remapping table) |
+//! | [`named_params`] | the model's parameters by HF name (visitor and mapper) |
+//! | [`loader`] | `load_qwen2`, `load_qwen2_with` ([`LoadPlan`]), `load_weights` |
+//! | [`save`] | `save_qwen2`: an HF folder |
+//! | [`peft`] | PEFT's `adapter_model.safetensors` + `adapter_config.json` |
+//! | [`builtin`] | `builtin:tiny`, the committed `assets/tiny` compiled in |
+
+pub mod builtin;
+pub mod hf_names;
+pub mod loader;
+pub mod named_params;
+pub mod peft;
+pub mod save;
+
+pub use loader::{LoadError, LoadPlan, load_qwen2, load_qwen2_with, load_weights};
+pub use named_params::{NamedParamMapper, NamedParamVisitor};
+pub use peft::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config_json, peft_key, read_adapter_config,
+    save_lora_adapter,
+};
