@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::run::log::{AuditRecord, AuditTarget};
+use crate::run::metric_keys::{AQN_REALIZED_STD_RATIO, AQN_SIGMA};
 
 /// One targeted tensor at one step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,5 +79,54 @@ impl AqnAudit {
             .filter_map(AqnTargetAudit::ratio)
             .map(|r| (r - 1.0).abs())
             .fold(0.0, f64::max)
+    }
+
+    /// The step's `aqn/*` metrics: the schedule's sigma, and the mean of `realized / applied`
+    /// over the targets with sigma > 0 (absent without any).
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let mut metrics = vec![(AQN_SIGMA, self.sigma)];
+        let ratios: Vec<f64> = self.targets.iter().filter_map(|t| t.ratio()).collect();
+        if !ratios.is_empty() {
+            metrics.push((
+                AQN_REALIZED_STD_RATIO,
+                ratios.iter().sum::<f64>() / ratios.len() as f64,
+            ));
+        }
+        metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(sigma: f64, realized_std: f64) -> AqnTargetAudit {
+        AqnTargetAudit {
+            name: "model.norm.weight".into(),
+            layer: None,
+            multiplier: 1.0,
+            sigma,
+            realized_std,
+            elements: 4,
+        }
+    }
+
+    #[test]
+    fn metrics_are_sigma_and_the_mean_ratio_over_noised_targets() {
+        let audit = AqnAudit {
+            step: 3,
+            sigma: 0.01,
+            multipliers: vec![1.0],
+            targets: vec![target(0.01, 0.011), target(0.02, 0.018), target(0.0, 0.0)],
+        };
+        let m = audit.metrics();
+        assert_eq!(m[0], (AQN_SIGMA, 0.01));
+        assert_eq!(m[1].0, AQN_REALIZED_STD_RATIO);
+        assert!((m[1].1 - (1.1 + 0.9) / 2.0).abs() < 1e-12, "{m:?}");
+        let silent = AqnAudit {
+            targets: vec![target(0.0, 0.0)],
+            ..audit
+        };
+        assert_eq!(silent.metrics(), vec![(AQN_SIGMA, 0.01)]);
     }
 }

@@ -2,9 +2,11 @@
 
 use thiserror::Error;
 
+use crate::checkpoint::LoadError;
 use crate::name_pattern::NamePatternError;
 use crate::rin::RinError;
 use crate::schedule::ScheduleError;
+use crate::srdd::SrddError;
 
 /// A refused AQN input.
 #[derive(Debug, Error)]
@@ -72,13 +74,43 @@ pub enum AqnError {
     /// A bad target pattern.
     #[error(transparent)]
     Pattern(#[from] NamePatternError),
-    /// The SRDD report could not be read.
-    #[error("cannot read the SRDD report {path}: {reason}")]
-    Report {
+    /// The SRDD report file could not be read.
+    #[error("cannot read the SRDD report {path}")]
+    ReportFile {
         /// The file.
         path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SRDD report file is not a valid report.
+    #[error("cannot read the SRDD report {path}")]
+    ReportInvalid {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: SrddError,
+    },
+    /// The base model to scan for the RIN policy's report could not be loaded.
+    #[error("loading {path} for the SRDD scan of the RIN policy")]
+    ScanLoad {
+        /// The model folder.
+        path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: LoadError,
+    },
+    /// The SRDD scan of the base model (or building its report) failed.
+    #[error("the SRDD {stage} of {path} for the RIN policy")]
+    Scan {
+        /// `scan` or `report`.
+        stage: &'static str,
+        /// The model folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: SrddError,
     },
     /// Reading a tensor back from the device failed.
     #[error("reading `{name}` from the device: {reason}")]

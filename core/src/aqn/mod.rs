@@ -8,6 +8,7 @@
 //! | [`config`] | [`AqnConfig`]: schedule, targets, phase, RIN |
 //! | [`targets`] | resolving targets to parameter names |
 //! | [`noise`] | [`Aqn`]: `apply(&model, step, seed)` |
+//! | [`rin_report`] | [`Aqn::for_run`]: the SRDD report a RIN policy reads, scanned when missing |
 //! | [`audit`] | [`AqnAudit`], the `noise_audit.jsonl` line |
 //! | [`error`] | [`AqnError`] |
 //!
@@ -19,10 +20,12 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod noise;
+pub mod rin_report;
 pub mod targets;
 
 pub use audit::{AqnAudit, AqnTargetAudit};
 pub use config::{AqnConfig, AqnRinConfig, AqnScheduleConfig, AqnTargets};
 pub use error::AqnError;
 pub use noise::Aqn;
+pub use rin_report::{BaseModelScan, SRDD_SCAN_PROMPTS};
 pub use targets::{AqnTarget, layer_of, resolve};

@@ -212,12 +212,14 @@ fn is_norm(name: &str) -> bool {
 }
 
 fn read_report(path: &Path) -> Result<SrddReport, AqnError> {
-    let bad = |reason: String| AqnError::Report {
+    let text = std::fs::read_to_string(path).map_err(|source| AqnError::ReportFile {
         path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    SrddReport::from_json(&text).map_err(|e| bad(e.to_string()))
+        source,
+    })?;
+    SrddReport::from_json(&text).map_err(|source| AqnError::ReportInvalid {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Adds each target's noise and measures it.

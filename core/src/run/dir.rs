@@ -19,6 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use crate::run::metric_keys::STEP;
 use crate::run::tensorboard::EventWriter;
 
 /// File names inside a run folder.
@@ -33,6 +34,8 @@ pub const SUMMARY_FILE: &str = "summary.json";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 /// TensorBoard event files.
 pub const TB_DIR: &str = "tb";
+/// The SRDD report a run scanned for its RIN policy.
+pub const SRDD_FILE: &str = "srdd_report.json";
 
 /// An I/O failure, with the path.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +160,7 @@ impl RunDir {
             return Ok(());
         };
         let mut line = serde_json::Map::new();
-        line.insert("step".into(), step.into());
+        line.insert(STEP.into(), step.into());
         for (k, v) in metrics {
             line.insert(
                 k.clone(),

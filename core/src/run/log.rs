@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::run::metric_keys::STEP;
+
 /// Why a run log was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RunLogError {
@@ -103,13 +105,13 @@ pub fn parse_metrics(text: &str, source_name: &str) -> Result<MetricsLog, RunLog
             .as_object()
             .ok_or_else(|| bad(line, "not a JSON object".into()))?;
         let step = obj
-            .get("step")
+            .get(STEP)
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| bad(line, "no integer `step` >= 0".into()))?;
         let row = log.steps.len();
         log.steps.push(step);
         for (key, v) in obj {
-            if key == "step" {
+            if key == STEP {
                 continue;
             }
             let Some(x) = v.as_f64() else { continue };

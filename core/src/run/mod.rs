@@ -1,9 +1,10 @@
-//! The run folder and what reads it: the folder a training run writes ([`dir`]), its TensorBoard
-//! event files ([`tensorboard`]), and the parser of its logs for the report and the run viewer
-//! ([`log`]). docs/run_format.md is the schema.
+//! The run folder and what reads it: the folder a training run writes ([`dir`]), the keys of its
+//! metrics ([`metric_keys`]), its TensorBoard event files ([`tensorboard`]), and the parser of its
+//! logs for the report and the run viewer ([`log`]). docs/run_format.md is the schema.
 
 pub mod dir;
 pub mod log;
+pub mod metric_keys;
 pub mod tensorboard;
 
 pub use dir::{RunDir, RunDirError, StepMetrics};

@@ -60,22 +60,22 @@ pub struct RunSummary {
     pub hw_noise: Option<String>,
 }
 
-impl RunSummary {
-    /// The summary of a run of `config` with these evaluations.
-    pub fn new(
-        config: &TrainConfig,
-        eval_history: &[(u64, f64)],
-        steps: u64,
-        wall_time_s: f64,
-        run_dir: &str,
-    ) -> Self {
-        let (score_step, score) = eval_history.last().copied().unwrap_or((0, 0.0));
-        let base_score = eval_history.first().map_or(0.0, |&(_, a)| a);
-        let peak =
-            eval_history.iter().fold(
-                (f64::MIN, 0u64),
-                |best, &(s, a)| if a > best.0 { (a, s) } else { best },
-            );
+/// How the seed's table labels a run's semantics.
+struct Labels {
+    /// `BF16`, `MXFP4`, `NVFP4`, `FP8`.
+    dtype: &'static str,
+    /// `W4A16` or `W4A4` (`None` for BF16).
+    quant_mode: Option<String>,
+    /// The RIN policy, if any.
+    rin_mode: Option<String>,
+    /// `No`, `Yes` or `RIN`.
+    aqn: &'static str,
+    /// `DAPO` or `GRPO`.
+    algorithm: &'static str,
+}
+
+impl Labels {
+    fn of(config: &TrainConfig) -> Self {
         let quantized = config.quant.mode != QuantMode::Bf16;
         let dtype = if quantized {
             match config.quant.weights.format {
@@ -102,21 +102,31 @@ impl RunSummary {
         } else {
             "GRPO"
         };
-        let quant_mode = quantized.then(|| config.quant.mode.name().to_uppercase());
+        Self {
+            dtype,
+            quant_mode: quantized.then(|| config.quant.mode.name().to_uppercase()),
+            rin_mode,
+            aqn,
+            algorithm,
+        }
+    }
+
+    /// The TensorBoard-style name in the seed's pattern, ending in the score.
+    fn run_name(&self, config: &TrainConfig, score: f64) -> String {
         let mut name = vec![
             match config.experiment.category {
                 Category::Hw => "HW".to_string(),
                 Category::Quant => "Q".to_string(),
                 Category::Lora => "LoRA".to_string(),
             },
-            dtype.to_string(),
+            self.dtype.to_string(),
         ];
-        if let Some(m) = &quant_mode
+        if let Some(m) = &self.quant_mode
             && m != "W4A16"
         {
             name.push(m.clone());
         }
-        name.push(algorithm.to_string());
+        name.push(self.algorithm.to_string());
         if config.finetune.mode == FinetuneMode::Full && config.experiment.category != Category::Hw
         {
             name.push("fullFT".into());
@@ -125,16 +135,45 @@ impl RunSummary {
         if let Some(h) = &config.hw_noise {
             name.push(format!("noise-{}", h.model));
         }
-        match (aqn, &rin_mode) {
+        match (self.aqn, &self.rin_mode) {
             ("Yes", _) => name.push("AQN".into()),
             ("RIN", Some(r)) => name.push(format!("RIN-{}", r.split(':').next().unwrap_or(r))),
             _ => {}
         }
         name.push(format!("{:.2}", 100.0 * score));
+        name.join("_")
+    }
+}
+
+impl RunSummary {
+    /// The summary of a run of `config` with these evaluations.
+    pub fn new(
+        config: &TrainConfig,
+        eval_history: &[(u64, f64)],
+        steps: u64,
+        wall_time_s: f64,
+        run_dir: &str,
+    ) -> Self {
+        let (score_step, score) = eval_history.last().copied().unwrap_or((0, 0.0));
+        let base_score = eval_history.first().map_or(0.0, |&(_, a)| a);
+        let peak =
+            eval_history.iter().fold(
+                (f64::MIN, 0u64),
+                |best, &(s, a)| if a > best.0 { (a, s) } else { best },
+            );
+        let labels = Labels::of(config);
+        let run_name = labels.run_name(config, score);
+        let Labels {
+            dtype,
+            quant_mode,
+            rin_mode,
+            aqn,
+            algorithm,
+        } = labels;
         Self {
             exp_id: config.experiment.id.clone(),
             category: config.experiment.category,
-            run_name: name.join("_"),
+            run_name,
             score,
             score_step,
             base_score,

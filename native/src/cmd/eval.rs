@@ -12,7 +12,7 @@ use aqn_core::train::TrainConfig;
 use aqn_core::train::config::{ConfigSources, FinetuneMode};
 use aqn_core::train::data::ProblemSet;
 use aqn_core::train::evaluate::{EvalResult, evaluate};
-use aqn_core::train::trainer::{find_checkpoint, load_eval_model, resolve_model_dir};
+use aqn_core::train::{find_checkpoint, load_eval_model, resolve_model_dir};
 use clap::Args;
 use serde::Serialize;
 

@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aqn_core::run::dir::CONFIG_FILE;
+use aqn_core::run::metric_keys::{
+    AQN_SIGMA, RESPONSE_LENGTH_MEAN, REWARD_ACC, REWARD_MEAN, TIMING_STEP_S,
+};
 use aqn_core::train::config::{ConfigSources, preset_names, preset_text, profile_names};
 use aqn_core::train::{Collective, Event, TrainConfig, TrainOptions, train};
 use clap::Args;
@@ -263,18 +266,18 @@ fn run_training(
                 let get = |k: &str| metrics.get(k).copied();
                 b.set_message(format!(
                     "reward {:.2} acc {:.0}%{}{}",
-                    get("reward/mean").unwrap_or(f64::NAN),
-                    100.0 * get("reward/acc").unwrap_or(f64::NAN),
+                    get(REWARD_MEAN).unwrap_or(f64::NAN),
+                    100.0 * get(REWARD_ACC).unwrap_or(f64::NAN),
                     last_val.map(|v| format!(" val {:.0}%", 100.0 * v)).unwrap_or_default(),
-                    get("aqn/sigma").map(|s| format!(" sigma {s:.1e}")).unwrap_or_default()
+                    get(AQN_SIGMA).map(|s| format!(" sigma {s:.1e}")).unwrap_or_default()
                 ));
                 if b.is_hidden() {
                     eprintln!(
                         "step {step:>4}: reward {:.3} acc {:.3} len {:.1} {:.1}s",
-                        get("reward/mean").unwrap_or(f64::NAN),
-                        get("reward/acc").unwrap_or(f64::NAN),
-                        get("response_length/mean").unwrap_or(f64::NAN),
-                        get("timing/step_s").unwrap_or(f64::NAN)
+                        get(REWARD_MEAN).unwrap_or(f64::NAN),
+                        get(REWARD_ACC).unwrap_or(f64::NAN),
+                        get(RESPONSE_LENGTH_MEAN).unwrap_or(f64::NAN),
+                        get(TIMING_STEP_S).unwrap_or(f64::NAN)
                     );
                 }
             }
