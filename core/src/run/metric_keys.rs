@@ -136,10 +136,9 @@ mod tests {
             let parts: Vec<&str> = key.split('/').collect();
             assert!(
                 parts.len() <= 2
-                    && parts
-                        .iter()
-                        .all(|p| !p.is_empty()
-                            && p.chars().all(|c| c.is_ascii_lowercase() || c == '_')),
+                    && parts.iter().all(|p| !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
                 "{key}"
             );
         }
