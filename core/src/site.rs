@@ -119,61 +119,6 @@ impl AttentionMatmul {
     }
 }
 
-/// Gives a set of sites built from [`LinearKind`] (an enum with `ALL`, `name()` and
-/// `from_name(lowercase) -> Option<Self>`, which delegate to the kinds' names) what
-/// `named_enum!` gives a plain enum: `valid_names()`, `FromStr` (case-insensitive, trimmed; a
-/// name that matches nothing is an [`UnknownName`] listing `ALL`'s names, wrapped in `$err`),
-/// `Display`, and the conversions to and from `String` that serde goes through (put
-/// `#[serde(try_from = "String", into = "String")]` on the type).
-macro_rules! names_from_kinds {
-    ($name:ident, $what:literal, $err:ident) => {
-        impl $name {
-            /// The canonical names, comma separated (for error messages and `--help`).
-            pub fn valid_names() -> String {
-                Self::ALL
-                    .iter()
-                    .map(|v| v.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        }
-
-        impl core::str::FromStr for $name {
-            type Err = $err;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::from_name(&s.trim().to_ascii_lowercase()).ok_or_else(|| {
-                    $err::from($crate::named::UnknownName::new(
-                        $what,
-                        s,
-                        Self::valid_names(),
-                    ))
-                })
-            }
-        }
-
-        impl core::fmt::Display for $name {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = $err;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.name().to_string()
-            }
-        }
-    };
-}
-
-pub(crate) use names_from_kinds;
-
 #[cfg(test)]
 mod tests {
     use super::*;

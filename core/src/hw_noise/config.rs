@@ -16,9 +16,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{HwErrorModel, HwNoiseError, NoiseSource};
-use crate::named::named_enum;
+use crate::named::{named_enum, named_traits};
 use crate::phase::Phases;
-use crate::site::{AttentionMatmul, LinearKind, names_from_kinds};
+use crate::site::{AttentionMatmul, LinearKind};
 
 /// A matmul that hardware error can be injected into: a projection (in every decoder layer, or
 /// the LM head) or one of the two attention matmuls of every decoder layer. Named as the
@@ -32,7 +32,7 @@ pub enum HwSite {
     Attention(AttentionMatmul),
 }
 
-names_from_kinds!(HwSite, "hardware-noise site", HwNoiseError);
+named_traits!(HwSite, "hardware-noise site", HwNoiseError);
 
 impl HwSite {
     /// Every site: the projections, then the attention matmuls.

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::{LinearQuant, QatError, QuantMode};
 use crate::formats::{QuantFormat, QuantSpec};
 use crate::name_pattern::NamePattern;
+use crate::named::named_traits;
 use crate::quant::QuantGradient;
-use crate::site::{LinearKind, LinearSite, names_from_kinds};
+use crate::site::{LinearKind, LinearSite};
 
 /// A module that can be kept out of quantization: a projection (in every decoder layer, or the
 /// LM head), named as the projection (`down_proj`), or the token embedding (`embed_tokens`).
@@ -32,7 +33,7 @@ pub enum QuantModule {
     EmbedTokens,
 }
 
-names_from_kinds!(QuantModule, "quantization module", QatError);
+named_traits!(QuantModule, "quantization module", QatError);
 
 impl QuantModule {
     /// Every module: the LM head and the embedding (the default exclusions), then the decoder
