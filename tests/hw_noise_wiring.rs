@@ -13,6 +13,7 @@ use aqn_core::hw_noise::{
 use aqn_core::model::{Padding, QLinearConfig, Qwen2ForCausalLM};
 use aqn_core::phase::{Phase, Phases};
 use aqn_core::rng::normal_f64;
+use aqn_core::site::LinearKind;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 fn fixture(name: &str) -> PathBuf {
@@ -147,7 +148,11 @@ fn every_listed_matmul_and_only_those_are_wired_and_called() {
         let r = m.for_phase(Phase::Rollout, 1);
         assert_ne!(logits(&r, &device), clean, "{site}");
         let wired = r.hw_noise_sites();
-        let per_model = if *site == HwSite::LmHead { 1 } else { 2 };
+        let per_model = if *site == HwSite::Linear(LinearKind::LmHead) {
+            1
+        } else {
+            2
+        };
         assert_eq!(wired.len(), per_model, "{site}: {wired:?}");
     }
     // Rewiring replaces, and without_hw_noise removes everything.

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use aqn_core::checkpoint::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_key, save_lora_adapter};
 use aqn_core::checkpoint::{NamedParamVisitor, load_qwen2};
 use aqn_core::formats::QuantSpec;
-use aqn_core::lora::{LoraConfig, LoraTarget};
+use aqn_core::lora::LoraConfig;
 use aqn_core::model::{Padding, Qwen2ForCausalLM};
 use aqn_core::phase::Phase;
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::rng::normal_f64;
-use aqn_core::site::LinearSite;
+use aqn_core::site::{LinearKind, LinearSite};
 use aqn_core::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
 use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -195,7 +195,7 @@ fn the_adapter_path_reads_the_unquantized_input_and_is_not_quantized() {
     let config = LoraConfig {
         rank: 4,
         alpha: 8.0,
-        targets: vec![LoraTarget::UpProj],
+        targets: vec![LinearKind::UpProj],
         ..LoraConfig::default()
     };
     let model = randomize_adapters(base.clone().with_lora(&config).unwrap(), 40);
@@ -270,7 +270,7 @@ fn adapters_round_trip_through_peft_files() {
             rank: 3,
             alpha: 12.0,
             dropout: 0.05,
-            targets: vec![LoraTarget::QProj, LoraTarget::VProj, LoraTarget::DownProj],
+            targets: vec![LinearKind::QProj, LinearKind::VProj, LinearKind::DownProj],
             ..LoraConfig::default()
         };
         let model = randomize_adapters(
@@ -341,7 +341,7 @@ fn load_error(
     let base = load_qwen2(&fixture("qwen2-tied"), &device).unwrap();
     let config = LoraConfig {
         rank: 2,
-        targets: vec![LoraTarget::QProj, LoraTarget::UpProj],
+        targets: vec![LinearKind::QProj, LinearKind::UpProj],
         ..LoraConfig::default()
     };
     let model = base.clone().with_lora(&config).unwrap();
@@ -534,7 +534,7 @@ fn an_adapter_saved_by_peft_loads_and_matches_peft_logits() {
         .unwrap();
     let config = model.lora_config().unwrap().unwrap();
     assert_eq!((config.rank, config.alpha), (4, 8.0));
-    assert_eq!(config.targets, vec![LoraTarget::QProj, LoraTarget::VProj]);
+    assert_eq!(config.targets, vec![LinearKind::QProj, LinearKind::VProj]);
     let prompts: Vec<Vec<u32>> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("peft_prompts.json")).unwrap())
             .unwrap();

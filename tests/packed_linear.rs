@@ -314,7 +314,7 @@ fn bf16_dtype_rounds_every_value_and_stores_unquantized_matrices_in_two_bytes() 
     let quant = QuantConfig {
         exclude: QuantExclude {
             modules: vec![
-                aqn_core::qat::QuantModule::LmHead,
+                aqn_core::qat::QuantModule::Linear(aqn_core::site::LinearKind::LmHead),
                 aqn_core::qat::QuantModule::EmbedTokens,
             ],
             ..QuantExclude::default()

@@ -461,9 +461,9 @@ fn exclusions_and_refusals() {
     // The seed's W4A4 kept the first and last decoder layers in BF16.
     let config = QuantConfig::new(QuantMode::W4A4).with_exclude(QuantExclude {
         modules: vec![
-            QuantModule::LmHead,
+            QuantModule::Linear(LinearKind::LmHead),
             QuantModule::EmbedTokens,
-            QuantModule::DownProj,
+            QuantModule::Linear(LinearKind::DownProj),
         ],
         layers: vec![0, 2],
         patterns: vec!["model.layers.1.self_attn.q_proj".parse().unwrap()],

@@ -28,9 +28,10 @@ impl UnknownName {
     }
 }
 
-/// Declares an enum with canonical names (plus optional aliases), `FromStr`/`Display`, serde by
-/// name, `ALL`, `name()` and `valid_names()`. Parsing is case-insensitive and ignores surrounding
-/// whitespace; a name that matches nothing gives `$err::UnknownName` listing the canonical names.
+/// Declares an enum with canonical names (plus optional aliases), `ALL`, `name()`, and through
+/// [`named_traits!`] `valid_names()`, `FromStr`/`Display` and serde by name. Parsing is
+/// case-insensitive and ignores surrounding whitespace; a name that matches nothing gives
+/// `$err::UnknownName` listing the canonical names.
 ///
 /// ```ignore
 /// named_enum! {
@@ -63,24 +64,48 @@ macro_rules! named_enum {
                 match self { $($name::$variant => $text),+ }
             }
 
+            /// The variant of a lowercase name or alias.
+            fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $( $text $(| $alias)* => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        $crate::named::named_traits!($name, $what, $err);
+    };
+}
+
+/// What [`named_enum!`] derives from an enum's `ALL`, `name()` and `from_name(lowercase) ->
+/// Option<Self>`, for enums whose names are built otherwise (the hardware-noise sites and the
+/// quantized modules, from the projections' names): `valid_names()`, `FromStr` (case-insensitive,
+/// trimmed; a name that matches nothing gives `$err::UnknownName` listing `ALL`'s names),
+/// `Display`, and the conversions to and from `String` that serde goes through
+/// (`#[serde(try_from = "String", into = "String")]`).
+macro_rules! named_traits {
+    ($name:ident, $what:literal, $err:ident) => {
+        impl $name {
             /// The canonical names, comma separated (for error messages and `--help`).
             pub fn valid_names() -> String {
-                [$($text),+].join(", ")
+                Self::ALL
+                    .iter()
+                    .map(|v| v.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         }
 
         impl core::str::FromStr for $name {
             type Err = $err;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let lower = s.trim().to_ascii_lowercase();
-                match lower.as_str() {
-                    $( $text $(| $alias)* => Ok($name::$variant), )+
-                    _ => Err($err::from($crate::named::UnknownName::new(
+                Self::from_name(&s.trim().to_ascii_lowercase()).ok_or_else(|| {
+                    $err::from($crate::named::UnknownName::new(
                         $what,
                         s,
                         Self::valid_names(),
-                    ))),
-                }
+                    ))
+                })
             }
         }
 
@@ -106,3 +131,4 @@ macro_rules! named_enum {
 }
 
 pub(crate) use named_enum;
+pub(crate) use named_traits;

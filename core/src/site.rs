@@ -1,8 +1,11 @@
 //! The model's linear projections by site: which decoder layer and which projection
-//! (`model.layers.3.mlp.down_proj`, `lm_head`). Quantization modes, LoRA adapters,
-//! hardware-error injection and SRDD's input capture name the projections through these types
-//! (and reach them through the model's traversals, `crate::model::Qwen2ForCausalLM::map_linears`),
-//! so every feature names the projections the same way.
+//! (`model.layers.3.mlp.down_proj`, `lm_head`). [`LinearKind`] is the one list of the
+//! projections: LoRA targets (the decoder projections), quantized modules (the projections and
+//! the embedding, `crate::qat::QuantModule`) and hardware-noise sites (the projections and the
+//! [`AttentionMatmul`]s, `crate::hw_noise::HwSite`) are built from it and parse through its
+//! names, and the model reaches the projections through one traversal
+//! (`crate::model::Qwen2ForCausalLM::map_linears`). A new projection is a variant here and a row
+//! in the decoder layer's table of fields (`crate::model::decoder_layer`).
 
 use crate::named::{UnknownName, named_enum};
 
@@ -29,16 +32,12 @@ named_enum! {
 }
 
 impl LinearKind {
-    /// The seven projections of a decoder layer, in module order.
-    pub const DECODER: [LinearKind; 7] = [
-        LinearKind::QProj,
-        LinearKind::KProj,
-        LinearKind::VProj,
-        LinearKind::OProj,
-        LinearKind::GateProj,
-        LinearKind::UpProj,
-        LinearKind::DownProj,
-    ];
+    /// The projections of a decoder layer, in module order: every kind but the LM head, which
+    /// is declared last.
+    pub const DECODER: &'static [LinearKind] = match LinearKind::ALL.split_last() {
+        Some((LinearKind::LmHead, decoder)) => decoder,
+        _ => panic!("the LM head is the last linear kind"),
+    };
 
     /// `self_attn` or `mlp` for decoder projections, `None` for the LM head.
     pub fn block(self) -> Option<&'static str> {
@@ -49,6 +48,17 @@ impl LinearKind {
             LinearKind::GateProj | LinearKind::UpProj | LinearKind::DownProj => Some("mlp"),
             LinearKind::LmHead => None,
         }
+    }
+
+    /// Whether this is a projection of a decoder layer (every kind but the LM head).
+    pub fn is_decoder(self) -> bool {
+        self.block().is_some()
+    }
+
+    /// The decoder projections' names, comma separated (for error messages).
+    pub fn decoder_names() -> String {
+        let names: Vec<&str> = Self::DECODER.iter().map(|k| k.name()).collect();
+        names.join(", ")
     }
 }
 
@@ -87,13 +97,15 @@ impl LinearSite {
     }
 }
 
-/// One of the two matmuls inside attention (not projections: they have no weights).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AttentionMatmul {
-    /// `q k^T` (the scores).
-    Scores,
-    /// `softmax(scores) v` (the context).
-    Context,
+named_enum! {
+    /// One of the two matmuls inside attention (not projections: they have no weights), by its
+    /// hardware-noise site name.
+    AttentionMatmul, "attention matmul", UnknownName {
+        /// `q k^T` (the scores).
+        Scores => "attn_scores" | "scores",
+        /// `softmax(scores) v` (the context).
+        Context => "attn_context" | "context",
+    }
 }
 
 impl AttentionMatmul {
@@ -104,5 +116,26 @@ impl AttentionMatmul {
             AttentionMatmul::Context => "context",
         };
         format!("model.layers.{layer}.self_attn.{what}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_kinds_are_every_kind_but_the_head() {
+        assert_eq!(LinearKind::DECODER.len() + 1, LinearKind::ALL.len());
+        assert!(LinearKind::DECODER.iter().all(|k| k.is_decoder()));
+        assert!(!LinearKind::LmHead.is_decoder());
+        assert_eq!(
+            LinearKind::decoder_names(),
+            "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+        );
+        assert_eq!(
+            "scores".parse::<AttentionMatmul>().unwrap(),
+            AttentionMatmul::Scores
+        );
+        assert_eq!(AttentionMatmul::Context.name(), "attn_context");
     }
 }

@@ -1,6 +1,7 @@
 //! Resolving the configured targets to the model's parameters, by HF name.
 
 use super::{AqnError, AqnTargets};
+use crate::checkpoint::hf_names::weight_name;
 use crate::model::Qwen2ForCausalLM;
 use crate::site::LinearSite;
 
@@ -46,17 +47,13 @@ pub fn resolve(model: &Qwen2ForCausalLM, targets: &AqnTargets) -> Result<Vec<Aqn
             }
         }
         AqnTargets::Linear { modules } => {
+            // With tied embeddings the head's matrix is named as the embedding.
+            let tied = model.config().tie_word_embeddings;
             model.visit_linears(|site: &LinearSite, _| {
                 if modules.contains(&site.kind) {
-                    wanted.push(format!("{}.weight", site.module_path()));
+                    wanted.push(weight_name(site, tied));
                 }
             });
-            // With tied embeddings the head's matrix is named as the embedding.
-            if model.config().tie_word_embeddings
-                && let Some(w) = wanted.iter_mut().find(|w| *w == "lm_head.weight")
-            {
-                *w = "model.embed_tokens.weight".into();
-            }
         }
         AqnTargets::Pattern { pattern } => {
             wanted = params

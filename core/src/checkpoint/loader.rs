@@ -1,9 +1,10 @@
 //! Loading a Qwen2 checkpoint in HF layout: `config.json` plus `model.safetensors`, or the shards
 //! listed by `model.safetensors.index.json`; tensors in f32, f16 or bf16 (converted exactly to f32).
 //!
-//! Tensors are matched to parameters by their HF names through
-//! [`NAME_TABLE`](super::hf_names::NAME_TABLE), the one remapping table. Every parameter must find its tensor with the module's shape, and every tensor must be
-//! used: a missing, unexpected, wrong-shape or non-float tensor is a [`LoadError`] naming it.
+//! Tensors are matched to parameters by their HF names ([`super::hf_names`]). Every parameter
+//! must find its tensor with the module's shape, and every tensor must be used (or be one of
+//! [`IGNORED_TENSORS`](super::hf_names::IGNORED_TENSORS)): a missing, unexpected, wrong-shape or
+//! non-float tensor is a [`LoadError`] naming it.
 //!
 //! The files are memory-mapped and read one tensor at a time; the pages of a tensor are handed
 //! back to the kernel once it is converted, so the loader never holds the checkpoint twice (nor,
@@ -21,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use super::hf_names::{TIED_HEAD, hf_name, is_ignored};
+use super::hf_names::{TIED_HEAD, is_ignored, weight_name};
 use super::named_params::NamedParamMapper;
 use crate::formats::bf16::round_to_bf16;
 use crate::formats::{FormatError, QuantSpec};
@@ -468,8 +469,7 @@ impl Loader<'_, '_> {
             if tied && site.layer.is_none() && storage != embed_storage {
                 return Ok(linear);
             }
-            let name = hf_name(&format!("{}.weight", site.module_path()), tied)
-                .expect("every projection has an HF name");
+            let name = weight_name(site, tied);
             let packed = self.packed(&name, linear.dims(), storage)?;
             let mut packed_linear =
                 QLinear::packed(packed, linear.bias, site_quant).map_err(|source| {
@@ -516,36 +516,5 @@ impl NamedParamMapper for Loader<'_, '_> {
                 param
             }
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_maps_every_parameter_of_a_model() {
-        for tied in [false, true] {
-            let config = Qwen2Config::new(32, 16, 24, 2, 4, 2).with_tie_word_embeddings(tied);
-            let model = config.init(&Device::ndarray());
-            let names: Vec<String> = model.named_shapes().into_iter().map(|(n, _)| n).collect();
-            // 1 embedding/head + per layer (4 weights + 3 biases + 3 MLP + 2 norms) + final norm
-            // (+ lm_head when untied).
-            assert_eq!(names.len(), 1 + 2 * 12 + 1 + usize::from(!tied));
-            assert!(names.contains(&"model.layers.1.self_attn.k_proj.bias".to_string()));
-            assert!(names.contains(&"model.embed_tokens.weight".to_string()));
-            assert_eq!(names.contains(&"lm_head.weight".to_string()), !tied);
-        }
-        assert_eq!(
-            hf_name("model.layers.12.mlp.up_proj.weight", false).unwrap(),
-            "model.layers.12.mlp.up_proj.weight"
-        );
-        assert_eq!(
-            hf_name("lm_head.weight", true).unwrap(),
-            "model.embed_tokens.weight"
-        );
-        assert!(hf_name("model.layers.0.mlp.act.weight", false).is_none());
-        assert!(is_ignored("model.layers.7.self_attn.rotary_emb.inv_freq"));
     }
 }

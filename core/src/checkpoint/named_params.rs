@@ -2,7 +2,8 @@
 //! (SPEC.md section 4: noise on named RMSNorm or linear weights), audits and the loader.
 //!
 //! Burn's module traversal reports each parameter's module path (`model.layers.3.mlp.up_proj.weight`);
-//! [`super::hf_names::hf_name`] turns it into the checkpoint name through the one remapping table.
+//! [`super::hf_names::hf_name`] turns it into the checkpoint name (the path itself, but for the tied
+//! head and the LoRA factors).
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
@@ -40,9 +41,9 @@ impl PathTracker {
 
     fn hf_name(&self) -> String {
         let path = self.path.join(".");
-        // The table covers every parameter of the model; a miss is a bug in this crate.
+        // Every parameter of the model has an HF name; a miss is a bug in this crate.
         hf_name(&path, self.tied)
-            .unwrap_or_else(|| panic!("no HF name for module path `{path}` in the remapping table"))
+            .unwrap_or_else(|| panic!("module path `{path}` is no parameter of Qwen2 (hf_names)"))
     }
 }
 

@@ -20,9 +20,9 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::{Map, Value, json};
 
-use crate::lora::{LoraAdapter, LoraConfig, LoraError, LoraTarget};
+use crate::lora::{LoraAdapter, LoraConfig, LoraError, parse_target};
 use crate::model::Qwen2ForCausalLM;
-use crate::site::LinearSite;
+use crate::site::{LinearKind, LinearSite};
 use crate::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
 
 /// The weights file of a PEFT adapter.
@@ -155,6 +155,33 @@ fn is_off(v: &Value) -> bool {
     }
 }
 
+/// PEFT's `target_modules` of the adapter config at `path`: a list of decoder projections, or
+/// [`ALL_LINEAR`].
+fn read_targets(value: &Value, path: &str) -> Result<Vec<LinearKind>, LoraError> {
+    match value {
+        Value::String(s) if s == ALL_LINEAR => Ok(LinearKind::DECODER.to_vec()),
+        Value::Array(items) => items
+            .iter()
+            .map(|t| match t.as_str() {
+                Some(name) => parse_target(name),
+                None => Err(LoraError::Config {
+                    path: path.to_string(),
+                    reason: format!("target_modules entry {t} is not a string"),
+                }),
+            })
+            .collect(),
+        other => Err(LoraError::Unsupported {
+            path: path.to_string(),
+            field: "target_modules".into(),
+            value: other.to_string(),
+            reason: format!(
+                "give a list of {} (or \"{ALL_LINEAR}\"); regular expressions are not supported",
+                LinearKind::decoder_names()
+            ),
+        }),
+    }
+}
+
 /// Reads `adapter_config.json` into a [`LoraConfig`] (seed 0), refusing what is not implemented.
 pub fn read_adapter_config(path: &Path) -> Result<LoraConfig, LoraError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
@@ -221,29 +248,7 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraConfig, LoraError> {
             .as_bool()
             .ok_or_else(|| bad(format!("`use_rslora` = {r} is not a boolean")))?,
     };
-    let targets_value = field("target_modules");
-    let targets: Vec<LoraTarget> = match targets_value {
-        Value::String(s) if s == ALL_LINEAR => LoraTarget::ALL.to_vec(),
-        Value::Array(items) => items
-            .iter()
-            .map(|t| {
-                t.as_str()
-                    .ok_or_else(|| bad(format!("target_modules entry {t} is not a string")))?
-                    .parse::<LoraTarget>()
-            })
-            .collect::<Result<_, _>>()?,
-        other => {
-            return Err(unsupported(
-                "target_modules",
-                other,
-                &format!(
-                    "give a list of {} (or \"{ALL_LINEAR}\"); regular expressions are not \
-                     supported",
-                    LoraTarget::valid_names()
-                ),
-            ));
-        }
-    };
+    let targets = read_targets(field("target_modules"), &p)?;
     let config = LoraConfig {
         rank: rank as usize,
         alpha,
@@ -267,7 +272,7 @@ impl Qwen2ForCausalLM {
         // Every expected tensor, with its shape, before touching the model.
         let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         self.visit_linears(|site, linear| {
-            if LoraTarget::of(site.kind).is_some_and(|t| config.targets.contains(&t)) {
+            if config.targets.contains(&site.kind) {
                 expected.insert(peft_key(site, "A"), vec![config.rank, linear.d_input()]);
                 expected.insert(peft_key(site, "B"), vec![linear.d_output(), config.rank]);
             }

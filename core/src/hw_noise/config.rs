@@ -1,6 +1,6 @@
 //! Where and when hardware error is injected (SPEC.md section 6): the error model, the matmuls it
 //! perturbs, forward and/or backward, in which phase. Applied to a model by
-//! `Qwen2ForCausalLM::with_hw_noise` (see [`super::wiring`]).
+//! `Qwen2ForCausalLM::with_hw_noise` (`crate::model::attach::hw_noise`).
 //!
 //! TOML form (unknown fields refused):
 //! ```toml
@@ -16,62 +16,62 @@
 use serde::{Deserialize, Serialize};
 
 use super::{HwErrorModel, HwNoiseError, NoiseSource};
-use crate::named::named_enum;
+use crate::named::{named_enum, named_traits};
 use crate::phase::Phases;
-use crate::site::LinearKind;
+use crate::site::{AttentionMatmul, LinearKind};
 
-named_enum! {
-    /// A matmul that hardware error can be injected into.
-    HwSite, "hardware-noise site", HwNoiseError {
-        /// Attention query projection.
-        QProj => "q_proj",
-        /// Attention key projection.
-        KProj => "k_proj",
-        /// Attention value projection.
-        VProj => "v_proj",
-        /// Attention output projection.
-        OProj => "o_proj",
-        /// MLP gate projection.
-        GateProj => "gate_proj",
-        /// MLP up projection.
-        UpProj => "up_proj",
-        /// MLP down projection.
-        DownProj => "down_proj",
-        /// The LM head.
-        LmHead => "lm_head",
-        /// The attention score matmul `q k^T`.
-        AttnScores => "attn_scores" | "scores",
-        /// The attention context matmul `softmax(scores) v`.
-        AttnContext => "attn_context" | "context",
-    }
+/// A matmul that hardware error can be injected into: a projection (in every decoder layer, or
+/// the LM head) or one of the two attention matmuls of every decoder layer. Named as the
+/// projection (`q_proj`) or the matmul (`attn_scores`, alias `scores`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum HwSite {
+    /// A projection.
+    Linear(LinearKind),
+    /// The attention score (`q k^T`) or context (`softmax(scores) v`) matmul.
+    Attention(AttentionMatmul),
 }
 
+named_traits!(HwSite, "hardware-noise site", HwNoiseError);
+
 impl HwSite {
-    /// The projection this site is, `None` for the two attention matmuls.
-    pub fn linear(self) -> Option<LinearKind> {
-        Some(match self {
-            HwSite::QProj => LinearKind::QProj,
-            HwSite::KProj => LinearKind::KProj,
-            HwSite::VProj => LinearKind::VProj,
-            HwSite::OProj => LinearKind::OProj,
-            HwSite::GateProj => LinearKind::GateProj,
-            HwSite::UpProj => LinearKind::UpProj,
-            HwSite::DownProj => LinearKind::DownProj,
-            HwSite::LmHead => LinearKind::LmHead,
-            HwSite::AttnScores | HwSite::AttnContext => return None,
-        })
+    /// Every site: the projections, then the attention matmuls.
+    pub const ALL: &'static [HwSite] = &{
+        const N: usize = LinearKind::ALL.len() + AttentionMatmul::ALL.len();
+        let mut all = [HwSite::Linear(LinearKind::LmHead); N];
+        let mut i = 0;
+        while i < LinearKind::ALL.len() {
+            all[i] = HwSite::Linear(LinearKind::ALL[i]);
+            i += 1;
+        }
+        while i < N {
+            all[i] = HwSite::Attention(AttentionMatmul::ALL[i - LinearKind::ALL.len()]);
+            i += 1;
+        }
+        all
+    };
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HwSite::Linear(kind) => kind.name(),
+            HwSite::Attention(matmul) => matmul.name(),
+        }
     }
 
-    /// The seven projections of every decoder layer (the default sites).
-    pub const PROJECTIONS: [HwSite; 7] = [
-        HwSite::QProj,
-        HwSite::KProj,
-        HwSite::VProj,
-        HwSite::OProj,
-        HwSite::GateProj,
-        HwSite::UpProj,
-        HwSite::DownProj,
-    ];
+    /// The site of a lowercase name or alias.
+    fn from_name(name: &str) -> Option<Self> {
+        let linear = name.parse().map(HwSite::Linear);
+        linear.or_else(|_| name.parse().map(HwSite::Attention)).ok()
+    }
+
+    /// The projection this site is, `None` for the two attention matmuls.
+    pub fn linear(self) -> Option<LinearKind> {
+        match self {
+            HwSite::Linear(kind) => Some(kind),
+            HwSite::Attention(_) => None,
+        }
+    }
 }
 
 named_enum! {
@@ -100,8 +100,12 @@ impl NoisePasses {
     }
 }
 
+/// The projections of every decoder layer.
 fn default_sites() -> Vec<HwSite> {
-    HwSite::PROJECTIONS.to_vec()
+    LinearKind::DECODER
+        .iter()
+        .map(|&k| HwSite::Linear(k))
+        .collect()
 }
 
 fn default_phase() -> Phases {
@@ -191,7 +195,13 @@ mod tests {
             r#"{"model":{"kind":"relative-gaussian","scale":0.05},"sites":["q_proj","scores"],"passes":"both"}"#,
         )
         .unwrap();
-        assert_eq!(c.sites, vec![HwSite::QProj, HwSite::AttnScores]);
+        assert_eq!(
+            c.sites,
+            vec![
+                HwSite::Linear(LinearKind::QProj),
+                HwSite::Attention(AttentionMatmul::Scores)
+            ]
+        );
         assert_eq!(c.phase, Phases::Both);
         assert!(c.passes.forward() && c.passes.backward());
         c.validate().unwrap();
@@ -214,7 +224,10 @@ mod tests {
             assert!(err.contains(needle), "{err}");
         };
         bad(&|c| c.sites.clear(), "sites = []");
-        bad(&|c| c.sites.push(HwSite::QProj), "sites = q_proj");
+        bad(
+            &|c| c.sites.push(HwSite::Linear(LinearKind::QProj)),
+            "sites = q_proj",
+        );
         bad(
             &|c| {
                 c.passes = NoisePasses::Backward;
@@ -225,6 +238,39 @@ mod tests {
         bad(
             &|c| c.model = HwErrorModel::RelativeGaussian { scale: -1.0 },
             "scale = -1",
+        );
+    }
+
+    #[test]
+    fn sites_are_the_projections_then_the_attention_matmuls_by_name() {
+        assert_eq!(
+            HwSite::valid_names(),
+            "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head, \
+             attn_scores, attn_context"
+        );
+        for site in HwSite::ALL {
+            assert_eq!(site.name().parse::<HwSite>().unwrap(), *site);
+            let json = serde_json::to_string(site).unwrap();
+            assert_eq!(json, format!("\"{}\"", site.name()));
+            assert_eq!(serde_json::from_str::<HwSite>(&json).unwrap(), *site);
+        }
+        assert_eq!(
+            " Context".parse::<HwSite>().unwrap(),
+            HwSite::Attention(AttentionMatmul::Context)
+        );
+        assert_eq!(
+            "embed_tokens".parse::<HwSite>().unwrap_err().to_string(),
+            format!(
+                "unknown hardware-noise site `embed_tokens`; valid choices: {}",
+                HwSite::valid_names()
+            )
+        );
+        assert_eq!(
+            default_sites(),
+            LinearKind::DECODER
+                .iter()
+                .map(|k| HwSite::Linear(*k))
+                .collect::<Vec<_>>()
         );
     }
 }

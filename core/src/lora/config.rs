@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::LoraError;
-use crate::named::named_enum;
+use crate::named::UnknownName;
 use crate::site::LinearKind;
 
 /// The seed's LoRA runs (SPEC.md section 8): rank 32.
@@ -22,43 +22,39 @@ pub const DEFAULT_RANK: usize = 32;
 /// The seed's LoRA runs: alpha 16.
 pub const DEFAULT_ALPHA: f64 = 16.0;
 
-named_enum! {
-    /// A projection that can carry a LoRA adapter (PEFT's `target_modules` names).
-    LoraTarget, "LoRA target", LoraError {
-        /// Attention query projection.
-        QProj => "q_proj",
-        /// Attention key projection.
-        KProj => "k_proj",
-        /// Attention value projection.
-        VProj => "v_proj",
-        /// Attention output projection.
-        OProj => "o_proj",
-        /// MLP gate projection.
-        GateProj => "gate_proj",
-        /// MLP up projection.
-        UpProj => "up_proj",
-        /// MLP down projection.
-        DownProj => "down_proj",
+/// What a refused target is called in errors.
+const TARGET: &str = "LoRA target";
+
+/// A LoRA target by PEFT's `target_modules` name: a decoder projection (`q_proj`, ...,
+/// `down_proj`). The LM head is refused like an unknown name, listing the valid targets.
+pub fn parse_target(name: &str) -> Result<LinearKind, LoraError> {
+    match name.parse::<LinearKind>() {
+        Ok(kind) if kind.is_decoder() => Ok(kind),
+        _ => Err(UnknownName::new(TARGET, name, LinearKind::decoder_names()).into()),
     }
 }
 
-impl LoraTarget {
-    /// The projection.
-    pub fn linear(self) -> LinearKind {
-        match self {
-            LoraTarget::QProj => LinearKind::QProj,
-            LoraTarget::KProj => LinearKind::KProj,
-            LoraTarget::VProj => LinearKind::VProj,
-            LoraTarget::OProj => LinearKind::OProj,
-            LoraTarget::GateProj => LinearKind::GateProj,
-            LoraTarget::UpProj => LinearKind::UpProj,
-            LoraTarget::DownProj => LinearKind::DownProj,
+/// Serde of the target list: the projections' names, each parsed by [`parse_target`].
+mod target_names {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    use crate::site::LinearKind;
+
+    /// One target, refused with [`super::parse_target`]'s error at its place in the list.
+    struct Target(LinearKind);
+
+    impl<'de> Deserialize<'de> for Target {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let name = String::deserialize(d)?;
+            super::parse_target(&name)
+                .map(Target)
+                .map_err(D::Error::custom)
         }
     }
 
-    /// The target for a projection (`None` for the LM head).
-    pub fn of(kind: LinearKind) -> Option<Self> {
-        LoraTarget::ALL.iter().copied().find(|t| t.linear() == kind)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LinearKind>, D::Error> {
+        let targets = Vec::<Target>::deserialize(d)?;
+        Ok(targets.into_iter().map(|t| t.0).collect())
     }
 }
 
@@ -68,8 +64,8 @@ fn default_rank() -> usize {
 fn default_alpha() -> f64 {
     DEFAULT_ALPHA
 }
-fn default_targets() -> Vec<LoraTarget> {
-    LoraTarget::ALL.to_vec()
+fn default_targets() -> Vec<LinearKind> {
+    LinearKind::DECODER.to_vec()
 }
 
 /// Rank, alpha, dropout and targets of the adapters.
@@ -85,9 +81,12 @@ pub struct LoraConfig {
     /// Dropout probability on the LoRA input in the training pass, in [0, 1).
     #[serde(default)]
     pub dropout: f64,
-    /// The adapted projections of every decoder layer (default all seven).
-    #[serde(default = "default_targets")]
-    pub targets: Vec<LoraTarget>,
+    /// The adapted projections of every decoder layer (default all seven; never the LM head).
+    #[serde(
+        default = "default_targets",
+        deserialize_with = "target_names::deserialize"
+    )]
+    pub targets: Vec<LinearKind>,
     /// Rank-stabilized scaling `alpha / sqrt(r)` (PEFT's `use_rslora`).
     #[serde(default)]
     pub rslora: bool,
@@ -119,8 +118,8 @@ impl LoraConfig {
         }
     }
 
-    /// Refuses rank 0, a non-positive or non-finite alpha, dropout outside [0, 1), and an empty
-    /// or repeating target list.
+    /// Refuses rank 0, a non-positive or non-finite alpha, dropout outside [0, 1), an empty
+    /// or repeating target list, and the LM head as a target.
     pub fn validate(&self) -> Result<(), LoraError> {
         let bad = |field, value: String, reason: &str| {
             Err(LoraError::Invalid {
@@ -146,8 +145,11 @@ impl LoraConfig {
             return bad(
                 "targets",
                 "[]".into(),
-                &format!("list at least one of {}", LoraTarget::valid_names()),
+                &format!("list at least one of {}", LinearKind::decoder_names()),
             );
+        }
+        if let Some(head) = self.targets.iter().find(|t| !t.is_decoder()) {
+            return Err(UnknownName::new(TARGET, head.name(), LinearKind::decoder_names()).into());
         }
         for (i, t) in self.targets.iter().enumerate() {
             if self.targets[..i].contains(t) {
@@ -215,7 +217,7 @@ mod tests {
             ),
             (
                 LoraConfig {
-                    targets: vec![LoraTarget::QProj, LoraTarget::QProj],
+                    targets: vec![LinearKind::QProj, LinearKind::QProj],
                     ..LoraConfig::default()
                 },
                 "targets = q_proj",
@@ -224,5 +226,36 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn targets_are_the_decoder_projections_by_name() {
+        for kind in LinearKind::DECODER {
+            assert_eq!(parse_target(kind.name()).unwrap(), *kind);
+        }
+        assert_eq!(parse_target(" Up_Proj").unwrap(), LinearKind::UpProj);
+        let valid = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj";
+        for name in ["lm_head", "qproj"] {
+            assert_eq!(
+                parse_target(name).unwrap_err().to_string(),
+                format!("unknown LoRA target `{name}`; valid choices: {valid}")
+            );
+        }
+        let head = LoraConfig {
+            targets: vec![LinearKind::QProj, LinearKind::LmHead],
+            ..LoraConfig::default()
+        };
+        let err = head.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("unknown LoRA target `lm_head`; valid choices: {valid}")
+        );
+        let c = LoraConfig::default();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(&format!(
+            "\"targets\":[\"{}\"]",
+            valid.replace(", ", "\",\"")
+        )));
+        assert_eq!(serde_json::from_str::<LoraConfig>(&json).unwrap(), c);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! | file | concept |
 //! |---|---|
-//! | [`config`] | [`LoraConfig`], [`LoraTarget`] |
+//! | [`config`] | [`LoraConfig`]; [`parse_target`]: the projections an adapter may target |
 //! | [`adapter`] | [`LoraAdapter`]: A, B, scaling, dropout; the forward term |
 //! | [`error`] | [`LoraError`] |
 //!
@@ -16,5 +16,5 @@ pub mod config;
 pub mod error;
 
 pub use adapter::LoraAdapter;
-pub use config::{DEFAULT_ALPHA, DEFAULT_RANK, LoraConfig, LoraTarget};
+pub use config::{DEFAULT_ALPHA, DEFAULT_RANK, LoraConfig, parse_target};
 pub use error::LoraError;

@@ -1,11 +1,13 @@
 //! Traversals of the model's projections: visit or replace each [`QLinear`] with its
 //! [`LinearSite`], in one fixed order (decoder layers in order, q/k/v/o, gate/up/down, then the
-//! LM head). Every feature that attaches to projections goes through these.
+//! LM head). Every feature that attaches to projections goes through these; a decoder layer's
+//! projections are reached through its one table of fields
+//! ([`DecoderLayer::linears`](super::decoder_layer::DecoderLayer::linears)).
 
 use super::attention::Attention;
 use super::linear::QLinear;
 use super::qwen2::Qwen2ForCausalLM;
-use crate::site::{LinearKind, LinearSite};
+use crate::site::LinearSite;
 
 impl Qwen2ForCausalLM {
     /// Replaces every projection (decoder layers in order, q/k/v/o/gate/up/down, then the LM
@@ -17,18 +19,8 @@ impl Qwen2ForCausalLM {
         let mut m = self;
         let layers = std::mem::take(&mut m.model.layers);
         let mut mapped = Vec::with_capacity(layers.len());
-        for (i, mut layer) in layers.into_iter().enumerate() {
-            let site = |kind| LinearSite::decoder(i, kind);
-            let a = &mut layer.self_attn;
-            a.q_proj = f(&site(LinearKind::QProj), a.q_proj.clone())?;
-            a.k_proj = f(&site(LinearKind::KProj), a.k_proj.clone())?;
-            a.v_proj = f(&site(LinearKind::VProj), a.v_proj.clone())?;
-            a.o_proj = f(&site(LinearKind::OProj), a.o_proj.clone())?;
-            let p = &mut layer.mlp;
-            p.gate_proj = f(&site(LinearKind::GateProj), p.gate_proj.clone())?;
-            p.up_proj = f(&site(LinearKind::UpProj), p.up_proj.clone())?;
-            p.down_proj = f(&site(LinearKind::DownProj), p.down_proj.clone())?;
-            mapped.push(layer);
+        for (i, layer) in layers.into_iter().enumerate() {
+            mapped.push(layer.try_map_linears(|kind, l| f(&LinearSite::decoder(i, kind), l))?);
         }
         m.model.layers = mapped;
         m.lm_head = f(&LinearSite::lm_head(), m.lm_head.clone())?;
@@ -46,16 +38,9 @@ impl Qwen2ForCausalLM {
     /// Visits every projection with its site, in the order of [`Self::try_map_linears`].
     pub fn visit_linears(&self, mut f: impl FnMut(&LinearSite, &QLinear)) {
         for (i, layer) in self.model.layers.iter().enumerate() {
-            let site = |kind| LinearSite::decoder(i, kind);
-            let a = &layer.self_attn;
-            f(&site(LinearKind::QProj), &a.q_proj);
-            f(&site(LinearKind::KProj), &a.k_proj);
-            f(&site(LinearKind::VProj), &a.v_proj);
-            f(&site(LinearKind::OProj), &a.o_proj);
-            let p = &layer.mlp;
-            f(&site(LinearKind::GateProj), &p.gate_proj);
-            f(&site(LinearKind::UpProj), &p.up_proj);
-            f(&site(LinearKind::DownProj), &p.down_proj);
+            for (kind, linear) in layer.linears() {
+                f(&LinearSite::decoder(i, kind), linear);
+            }
         }
         f(&LinearSite::lm_head(), &self.lm_head);
     }
@@ -79,9 +64,8 @@ impl Qwen2ForCausalLM {
 #[cfg(test)]
 #[allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 mod tests {
-    use super::*;
     use crate::model::Qwen2Config;
-    use crate::site::AttentionMatmul;
+    use crate::site::{AttentionMatmul, LinearKind};
     use burn::tensor::Device;
 
     #[test]

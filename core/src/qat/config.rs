@@ -18,48 +18,51 @@ use serde::{Deserialize, Serialize};
 use super::{LinearQuant, QatError, QuantMode};
 use crate::formats::{QuantFormat, QuantSpec};
 use crate::name_pattern::NamePattern;
-use crate::named::named_enum;
+use crate::named::named_traits;
 use crate::quant::QuantGradient;
 use crate::site::{LinearKind, LinearSite};
 
-named_enum! {
-    /// A module that can be kept out of quantization.
-    QuantModule, "quantization module", QatError {
-        /// The LM head.
-        LmHead => "lm_head",
-        /// The token embedding (a lookup table; quantized along the hidden axis when not
-        /// excluded).
-        EmbedTokens => "embed_tokens",
-        /// Attention query projections.
-        QProj => "q_proj",
-        /// Attention key projections.
-        KProj => "k_proj",
-        /// Attention value projections.
-        VProj => "v_proj",
-        /// Attention output projections.
-        OProj => "o_proj",
-        /// MLP gate projections.
-        GateProj => "gate_proj",
-        /// MLP up projections.
-        UpProj => "up_proj",
-        /// MLP down projections.
-        DownProj => "down_proj",
-    }
+/// A module that can be kept out of quantization: a projection (in every decoder layer, or the
+/// LM head), named as the projection (`down_proj`), or the token embedding (`embed_tokens`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum QuantModule {
+    /// The projections of this kind.
+    Linear(LinearKind),
+    /// The token embedding (a lookup table; quantized along the hidden axis when not excluded).
+    EmbedTokens,
 }
 
+named_traits!(QuantModule, "quantization module", QatError);
+
 impl QuantModule {
-    /// The module of a projection.
-    pub fn of(kind: LinearKind) -> Self {
-        match kind {
-            LinearKind::QProj => QuantModule::QProj,
-            LinearKind::KProj => QuantModule::KProj,
-            LinearKind::VProj => QuantModule::VProj,
-            LinearKind::OProj => QuantModule::OProj,
-            LinearKind::GateProj => QuantModule::GateProj,
-            LinearKind::UpProj => QuantModule::UpProj,
-            LinearKind::DownProj => QuantModule::DownProj,
-            LinearKind::LmHead => QuantModule::LmHead,
+    /// Every module: the LM head and the embedding (the default exclusions), then the decoder
+    /// projections.
+    pub const ALL: &'static [QuantModule] = &{
+        const N: usize = 2 + LinearKind::DECODER.len();
+        let mut all = [QuantModule::EmbedTokens; N];
+        all[0] = QuantModule::Linear(LinearKind::LmHead);
+        let mut i = 2;
+        while i < N {
+            all[i] = QuantModule::Linear(LinearKind::DECODER[i - 2]);
+            i += 1;
         }
+        all
+    };
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantModule::Linear(kind) => kind.name(),
+            QuantModule::EmbedTokens => "embed_tokens",
+        }
+    }
+
+    /// The module of a lowercase name.
+    fn from_name(name: &str) -> Option<Self> {
+        let embedding = QuantModule::EmbedTokens;
+        let linear = name.parse().map(QuantModule::Linear).ok();
+        linear.or((name == embedding.name()).then_some(embedding))
     }
 }
 
@@ -102,7 +105,10 @@ fn default_weights() -> QuantSpec {
 }
 
 fn default_modules() -> Vec<QuantModule> {
-    vec![QuantModule::LmHead, QuantModule::EmbedTokens]
+    vec![
+        QuantModule::Linear(LinearKind::LmHead),
+        QuantModule::EmbedTokens,
+    ]
 }
 
 /// What is kept in full precision.
@@ -244,7 +250,7 @@ impl QuantConfig {
     /// Whether the exclusions keep `site` in full precision.
     pub fn excludes(&self, site: &LinearSite) -> bool {
         let ex = &self.exclude;
-        ex.modules.contains(&QuantModule::of(site.kind))
+        ex.modules.contains(&QuantModule::Linear(site.kind))
             || site.layer.is_some_and(|l| ex.layers.contains(&l))
             || ex.patterns.iter().any(|p| pattern_matches(p, site))
     }
@@ -285,7 +291,10 @@ mod tests {
         assert_eq!(c.activation_spec().label(), "mxfp4:rceil");
         assert_eq!(
             c.exclude.modules,
-            vec![QuantModule::LmHead, QuantModule::EmbedTokens]
+            vec![
+                QuantModule::Linear(LinearKind::LmHead),
+                QuantModule::EmbedTokens
+            ]
         );
         assert_eq!(c.gradient, QuantGradient::Ste);
         let back: QuantConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
@@ -351,6 +360,30 @@ mod tests {
             QuantConfig::default()
                 .for_site(&LinearSite::decoder(0, LinearKind::UpProj))
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn modules_are_the_head_the_embedding_then_the_decoder_projections_by_name() {
+        assert_eq!(
+            QuantModule::valid_names(),
+            "lm_head, embed_tokens, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+        );
+        for module in QuantModule::ALL {
+            assert_eq!(module.name().parse::<QuantModule>().unwrap(), *module);
+            let json = serde_json::to_string(module).unwrap();
+            assert_eq!(json, format!("\"{}\"", module.name()));
+        }
+        assert_eq!(
+            "EMBED_TOKENS ".parse::<QuantModule>().unwrap(),
+            QuantModule::EmbedTokens
+        );
+        assert_eq!(
+            "scores".parse::<QuantModule>().unwrap_err().to_string(),
+            format!(
+                "unknown quantization module `scores`; valid choices: {}",
+                QuantModule::valid_names()
+            )
         );
     }
 }

@@ -26,8 +26,12 @@ impl Qwen2ForCausalLM {
             )?;
         }
         let linear: Vec<LinearKind> = config.sites.iter().filter_map(|s| s.linear()).collect();
-        let scores = config.sites.contains(&HwSite::AttnScores);
-        let context = config.sites.contains(&HwSite::AttnContext);
+        let scores = config
+            .sites
+            .contains(&HwSite::Attention(AttentionMatmul::Scores));
+        let context = config
+            .sites
+            .contains(&HwSite::Attention(AttentionMatmul::Context));
         let model = self.map_linears(|site, mut lin| {
             lin.hooks.noise = linear
                 .contains(&site.kind)
@@ -61,23 +65,21 @@ impl Qwen2ForCausalLM {
         let mut out = Vec::new();
         let mut push = |n: &SiteNoise| out.push((n.name().to_string(), n.is_active(), n.calls()));
         for layer in &self.model.layers {
-            let a = &layer.self_attn;
-            for n in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+            // The attention projections, the attention matmuls, then the MLP projections.
+            let (attention, mlp): (Vec<_>, Vec<_>) = layer
+                .linears()
+                .map(|(kind, linear)| (kind, linear.hooks.noise.as_ref()))
+                .partition(|(kind, _)| kind.block() == Some("self_attn"));
+            let hooks = &layer.self_attn.hooks;
+            let matmuls = [hooks.scores.as_ref(), hooks.context.as_ref()];
+            let noise = |(_, n): (LinearKind, _)| n;
+            attention
                 .into_iter()
-                .filter_map(|l| l.hooks.noise.as_ref())
-            {
-                push(n);
-            }
-            for n in [&a.hooks.scores, &a.hooks.context].into_iter().flatten() {
-                push(n);
-            }
-            let m = &layer.mlp;
-            for n in [&m.gate_proj, &m.up_proj, &m.down_proj]
-                .into_iter()
-                .filter_map(|l| l.hooks.noise.as_ref())
-            {
-                push(n);
-            }
+                .map(noise)
+                .chain(matmuls)
+                .chain(mlp.into_iter().map(noise))
+                .flatten()
+                .for_each(&mut push);
         }
         if let Some(n) = &self.lm_head.hooks.noise {
             push(n);

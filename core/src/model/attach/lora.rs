@@ -11,7 +11,7 @@
 
 use burn::module::Module;
 
-use crate::lora::{LoraAdapter, LoraConfig, LoraError, LoraTarget};
+use crate::lora::{LoraAdapter, LoraConfig, LoraError};
 use crate::model::Qwen2ForCausalLM;
 use crate::site::LinearSite;
 
@@ -42,8 +42,7 @@ impl Qwen2ForCausalLM {
         }
         let device = self.device();
         let model = self.no_grad().map_linears(|site, mut linear| {
-            let target = LoraTarget::of(site.kind).filter(|t| config.targets.contains(t));
-            if target.is_some() {
+            if config.targets.contains(&site.kind) {
                 linear.lora = Some(make(site, linear.d_input(), linear.d_output(), &device));
             }
             linear.refresh_quantized_weight()
@@ -110,10 +109,10 @@ impl Qwen2ForCausalLM {
         let Some((_, first)) = adapters.first() else {
             return Ok(None);
         };
-        let mut targets: Vec<LoraTarget> = adapters
+        let mut targets: Vec<_> = adapters
             .iter()
             .filter(|(s, _)| s.layer == Some(0))
-            .filter_map(|(s, _)| LoraTarget::of(s.kind))
+            .map(|(s, _)| s.kind)
             .collect();
         targets.dedup();
         let config = LoraConfig {
@@ -129,7 +128,7 @@ impl Qwen2ForCausalLM {
                 && a.alpha == config.alpha
                 && a.rslora == config.rslora
                 && a.dropout == config.dropout;
-            let covered = LoraTarget::of(site.kind).is_some_and(|t| config.targets.contains(&t));
+            let covered = config.targets.contains(&site.kind);
             if !same || !covered {
                 return Err(LoraError::Invalid {
                     field: "adapters",
