@@ -1,12 +1,13 @@
 //! aqn-core: quantization-aware RL with Adaptive Quantization Noise.
 //!
 //! The pure-math modules (`formats`, `quant_error`, `error_stats`, `distributions`, `rng`,
-//! `tensor_file`, `npy_file`, `run`, `schedule`, `rin`, the SRDD report) build for
+//! `tensor_file`, `npy_file`, `run`, `schedule`, `rin`, `catalogue`, the SRDD report) build for
 //! `wasm32-unknown-unknown` without the `burn` feature; everything that needs tensors lives
 //! behind it. ARCHITECTURE.md draws the rooms and what flows between them.
 
 #[cfg(feature = "burn")]
 pub mod aqn;
+pub mod catalogue;
 #[cfg(feature = "burn")]
 pub mod checkpoint;
 pub mod config;

@@ -1,8 +1,10 @@
-//! The schedules panel: sigma curves of `aqn_core::schedule`, the seed's presets, and per-layer
-//! effective sigma from a RIN policy and an SRDD report (`aqn_core::rin`).
+//! The schedules panel: sigma curves of `aqn_core::schedule`, the seed's presets
+//! (`aqn_core::catalogue`), and per-layer effective sigma from a RIN policy and an SRDD report
+//! (`aqn_core::rin`).
 
+use aqn_core::catalogue::SchedulePreset;
 use aqn_core::rin::{RinConfig, RinPolicyKind, RinPreset};
-use aqn_core::schedule::{MIN_STAGES, RunLength, ScheduleKind, SchedulePreset, SigmaSchedule};
+use aqn_core::schedule::{MIN_STAGES, RunLength, ScheduleKind, SigmaSchedule};
 use aqn_core::srdd::{SrddMetric, SrddReport};
 use serde::Serialize;
 

@@ -28,22 +28,8 @@ use super::AqnError;
 use crate::name_pattern::NamePattern;
 use crate::phase::Phases;
 use crate::rin::RinConfig;
-use crate::schedule::ScheduleKind;
-use crate::schedule::presets::{QERL_SIGMA_END, QERL_SIGMA_START, QERL_STAGES};
 use crate::site::LinearKind;
 
-fn default_kind() -> ScheduleKind {
-    ScheduleKind::Geometric
-}
-fn default_sigma_start() -> f64 {
-    QERL_SIGMA_START
-}
-fn default_sigma_end() -> f64 {
-    QERL_SIGMA_END
-}
-fn default_stages() -> u32 {
-    QERL_STAGES
-}
 fn yes() -> bool {
     true
 }
@@ -51,35 +37,10 @@ fn default_phase() -> Phases {
     Phases::Rollout
 }
 
-/// The schedule's parameters; the run length is supplied when the run starts
-/// (`SigmaSchedule::build`). Defaults: QeRL's geometric 1e-2 -> 1e-4 over K = 10.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AqnScheduleConfig {
-    /// The schedule kind.
-    #[serde(default = "default_kind")]
-    pub kind: ScheduleKind,
-    /// s0.
-    #[serde(default = "default_sigma_start")]
-    pub sigma_start: f64,
-    /// s1.
-    #[serde(default = "default_sigma_end")]
-    pub sigma_end: f64,
-    /// K.
-    #[serde(default = "default_stages")]
-    pub stages: u32,
-}
-
-impl Default for AqnScheduleConfig {
-    fn default() -> Self {
-        Self {
-            kind: default_kind(),
-            sigma_start: default_sigma_start(),
-            sigma_end: default_sigma_end(),
-            stages: default_stages(),
-        }
-    }
-}
+/// The schedule's parameters (`[aqn.schedule]`); the run length is supplied when the run starts.
+/// Defaults: QeRL's geometric 1e-2 -> 1e-4 over K = 10. One type with the schedule module's
+/// `ScheduleParams`, which the experiment catalogue reads from the presets too.
+pub use crate::schedule::ScheduleParams as AqnScheduleConfig;
 
 /// Which tensors get noise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,6 +197,7 @@ impl Default for AqnConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::QERL_SIGMA_END;
 
     #[test]
     fn forms_defaults_and_refusals() {

@@ -143,7 +143,7 @@ impl RinConfig {
         self.multipliers(&report.layer_values(self.metric), step, total_steps)
     }
 
-    /// The per-layer noise std at `step`: `schedule.sigma(step) * m_l` (SPEC.md section 4).
+    /// The per-layer noise std at `step`: `schedule.sigma(step) * m_l` (docs/spec.md section 4).
     pub fn effective_sigmas(
         &self,
         schedule: &SigmaSchedule,

@@ -109,7 +109,7 @@ pub enum RinError {
     /// The sigma schedule refused the step or its parameters.
     #[error(transparent)]
     Schedule(#[from] crate::schedule::ScheduleError),
-    /// An SRDD report that does not match the SPEC.md section 5 schema or is inconsistent.
+    /// An SRDD report that does not match the docs/spec.md section 5 schema or is inconsistent.
     #[error("SRDD report is refused: {0}")]
     Report(String),
 }

@@ -1,4 +1,4 @@
-//! SRDD reports and RIN (Resilient-Improving Noise) policies, SPEC.md section 5.
+//! SRDD reports and RIN (Resilient-Improving Noise) policies, docs/spec.md section 5.
 //!
 //! An SRDD report ([`SrddReport`](crate::srdd::SrddReport), the exact JSON schema of the original scanner) gives one error
 //! per decoder layer; a [`RinConfig`] (a [`RinPolicy`], an optional clip, and the SRDD metric to

@@ -1,4 +1,4 @@
-//! The RIN policies of SPEC.md section 5: per-layer noise multipliers `m_l` from a per-layer
+//! The RIN policies of docs/spec.md section 5: per-layer noise multipliers `m_l` from a per-layer
 //! error vector (an SRDD metric), for a given step.
 //!
 //! | policy | `m_l` | seed experiment |

@@ -1,6 +1,14 @@
 //! The RIN configurations of the seed's experiments (`../shared/seed/000_08cdde852ebad6cd.txt`,
 //! its E9/E12 rows and the "Upcoming Work: Systematic RIN Study" section), with the fork's run
 //! scripts for the details the summary leaves out.
+//!
+//! A preset's name is part of the compact policy syntax ([`super::RinConfig`]'s `FromStr`), so
+//! the presets live here rather than in the experiment catalogue (`crate::catalogue`), which
+//! reads this module. The catalogue's TOML presets refer to them by name: `e9b.toml` uses `e9b`,
+//! `e12.toml` (and its variants) `e12`. `e9a` is the schedule preset E9a's stand-in for the
+//! model-independent `targeted:top-k=4` of `e9a.toml` (the same layers on the seed's model; the
+//! catalogue's tests check it). The E13 study (`e13i-*`, `e13l`, `e13m`, `e13n`) has no TOML
+//! preset: those are RIN-only presets, for `--rin` and `[aqn.rin]`.
 
 use super::{
     LayerSet, RinConfig, RinError, RinPolicy, TargetedPolicy, TieredPolicy, Zone, ZonesPolicy,

@@ -1,4 +1,4 @@
-//! Targeted RIN (SPEC.md section 5): multiplier 1 for the chosen layers, 0 for the others. The
+//! Targeted RIN (docs/spec.md section 5): multiplier 1 for the chosen layers, 0 for the others. The
 //! layers are chosen one way: an explicit list, the top k by error, or the errors above a
 //! threshold. The seed's E9a targeted layers 14-17; the E13 plan's E13i-targeted layers 10-19.
 

@@ -1,4 +1,4 @@
-//! Zoned RIN (SPEC.md section 5): a multiplier per layer range, switching at fractions of
+//! Zoned RIN (docs/spec.md section 5): a multiplier per layer range, switching at fractions of
 //! training. The E13 plan's E13i-high / E13i-low are one phase with layers 10-19 at 1.6x / 0.6x
 //! (sigma 0.08 / 0.03 against the base 0.05).
 //!

@@ -1,4 +1,4 @@
-//! The constant schedule: `sigma(step) = s0` for every step of the run (SPEC.md section 3).
+//! The constant schedule: `sigma(step) = s0` for every step of the run (docs/spec.md section 3).
 
 use serde::{Deserialize, Serialize};
 

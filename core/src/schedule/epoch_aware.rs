@@ -1,4 +1,4 @@
-//! The epoch-aware schedule of SPEC.md section 3: each epoch has its own geometric sigma range
+//! The epoch-aware schedule of docs/spec.md section 3: each epoch has its own geometric sigma range
 //! and its own warm-up, so every epoch trains with meaningful noise (the seed's E5b, E9x, E12).
 //!
 //! E epochs of S steps; global step `g = 1..=E*S` lies in epoch `e = (g-1) / S` (0-based) at local

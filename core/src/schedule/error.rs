@@ -5,7 +5,7 @@ use thiserror::Error;
 /// A refused schedule, step or name.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum ScheduleError {
-    /// A name that is not one of the enum's variants (schedule kind, preset, variant).
+    /// A name that is not one of the enum's variants (schedule kind).
     #[error(transparent)]
     UnknownName(#[from] crate::named::UnknownName),
     /// A sigma that must be a positive finite number.

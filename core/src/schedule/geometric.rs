@@ -1,4 +1,4 @@
-//! The geometric K-stage schedule with a warm-up interval (QeRL's AQN, SPEC.md section 3), in
+//! The geometric K-stage schedule with a warm-up interval (QeRL's AQN, docs/spec.md section 3), in
 //! two variants.
 //!
 //! **QeRL code semantics** (`geometric`, the default). `trend_i = s0 (s1/s0)^(i/(K-2))` for

@@ -1,4 +1,4 @@
-//! The linear schedule of SPEC.md section 3:
+//! The linear schedule of docs/spec.md section 3:
 //! `sigma(step) = s0 + (s1 - s0) * (step - 1) / max(T - 1, 1)`, so step 1 gets `s0` and step T
 //! gets `s1` exactly (up to one rounding).
 

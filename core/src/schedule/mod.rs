@@ -1,4 +1,4 @@
-//! Noise schedules of SPEC.md section 3: sigma as a function of the optimizer step.
+//! Noise schedules of docs/spec.md section 3: sigma as a function of the optimizer step.
 //!
 //! One type, [`SigmaSchedule`], serves the trainer, the CLI (`aqn-native schedule`) and the
 //! browser: [`SigmaSchedule::sigma`] for one step, [`SigmaSchedule::curve`] for all steps 1..=T.
@@ -17,14 +17,17 @@
 //!
 //! Serialized form (TOML / JSON), tagged by `kind`, unknown fields refused:
 //! `{ kind = "geometric", sigma_start = 0.01, sigma_end = 1e-4, stages = 10, total_steps = 29 }`.
-//! Named presets of the seed's experiments: [`presets`].
+//! Without the run length, as configuration files state it: [`ScheduleParams`]; the run length
+//! itself: [`RunLength`]. The seed's experiments, each with its schedule, make up the experiment
+//! catalogue (`crate::catalogue`), which builds on this module.
 
 pub mod constant;
 pub mod epoch_aware;
 pub mod error;
 pub mod geometric;
 pub mod linear;
-pub mod presets;
+pub mod params;
+pub mod run_length;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +38,8 @@ pub use epoch_aware::EpochAwareSchedule;
 pub use error::ScheduleError;
 pub use geometric::{GeometricSchedule, python_floor_div};
 pub use linear::LinearSchedule;
-pub use presets::{RunLength, SchedulePreset};
+pub use params::{QERL_SIGMA_END, QERL_SIGMA_START, QERL_STAGES, ScheduleParams};
+pub use run_length::RunLength;
 
 /// K must be at least this for the staged kinds: QeRL's trend `s0 (s1/s0)^(i/(K-2))` divides by
 /// K-2 (the original silently had no noise for K = 1 and NaN for K = 2); the paper variant and
@@ -58,8 +62,8 @@ named_enum! {
     }
 }
 
-/// A validated sigma schedule. Build it with the constructors, [`SigmaSchedule::build`], a
-/// [`SchedulePreset`], or by deserializing (which validates).
+/// A validated sigma schedule. Build it with the constructors, [`SigmaSchedule::build`],
+/// [`ScheduleParams::build`], or by deserializing (which validates).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "kind",

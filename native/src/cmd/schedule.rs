@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::catalogue::SchedulePreset;
 use aqn_core::rin::RinConfig;
-use aqn_core::schedule::presets::{QERL_SIGMA_END, QERL_SIGMA_START, QERL_STAGES};
-use aqn_core::schedule::{RunLength, ScheduleKind, SchedulePreset, SigmaPoint, SigmaSchedule};
+use aqn_core::schedule::{
+    QERL_SIGMA_END, QERL_SIGMA_START, QERL_STAGES, RunLength, ScheduleKind, SigmaPoint,
+    SigmaSchedule,
+};
 use aqn_core::srdd::SrddReport;
 use clap::Args;
 use plotters::prelude::*;
