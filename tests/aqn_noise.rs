@@ -1,4 +1,4 @@
-//! AQN (SPEC.md section 4): after `apply`, each targeted tensor's realized noise std is within 5%
+//! AQN (docs/spec.md section 4): after `apply`, each targeted tensor's realized noise std is within 5%
 //! of sigma x its RIN multiplier; the clean model (the cache) stays bit for bit what it was, so
 //! restoring is exact and noise never accumulates; non-targeted tensors never change; draws are
 //! reproducible; a noised projection weight refreshes its cached Q(W); training-phase noise

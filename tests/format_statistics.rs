@@ -1,4 +1,4 @@
-//! SPEC.md section 1's reference figures on N(0,1) data, 1M elements (1,048,576).
+//! docs/spec.md section 1's reference figures on N(0,1) data, 1M elements (1,048,576).
 
 use aqn_core::formats::{QuantFormat, QuantSpec};
 use aqn_core::quant_error::ErrorMetrics;
@@ -26,7 +26,7 @@ fn check(format: QuantFormat, rel: f64, dead: f64, norm: f64) {
             "{format} seed {seed}: deadzone {:.4}, want {dead} +- 0.003",
             m.deadzone_ratio
         );
-        // SPEC.md gives the norm ratios to three decimals.
+        // docs/spec.md gives the norm ratios to three decimals.
         assert!(
             (m.norm_relative_error - norm).abs() <= 0.0015,
             "{format} seed {seed}: norm ratio {:.4}, want {norm}",

@@ -1,4 +1,4 @@
-//! Hardware-error wiring (SPEC.md section 6): every targeted matmul's output goes through the
+//! Hardware-error wiring (docs/spec.md section 6): every targeted matmul's output goes through the
 //! error model with a key that distinguishes seed, step, phase+site, call and pass; exactly the
 //! configured phase's model is perturbed; backward-only noise leaves the forward untouched and
 //! changes the gradients; the same run draws the same noise.

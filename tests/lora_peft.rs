@@ -1,4 +1,4 @@
-//! LoRA on a frozen base (SPEC.md section 2, section 8's LoRA runs): only the adapters require
+//! LoRA on a frozen base (docs/spec.md section 2, section 8's LoRA runs): only the adapters require
 //! gradients and get updated; the adapter path reads the unquantized input and is never
 //! quantized; dropout acts only while training; adapters round-trip through PEFT's files; every
 //! malformed adapter is refused naming the problem.

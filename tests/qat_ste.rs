@@ -1,4 +1,4 @@
-//! Quantization modes of the projections (SPEC.md section 2): autodiff gradients of W4A16 and
+//! Quantization modes of the projections (docs/spec.md section 2): autodiff gradients of W4A16 and
 //! W4A4 `QLinear`s (alone and in a stack of two) equal the analytic STE formulas computed by hand
 //! from Q(W) and Q(x); the no-STE switch stops the gradient; BF16 mode is the plain model bit for
 //! bit; a quantized model computes exactly what a model holding Q(W) computes; exclusions and

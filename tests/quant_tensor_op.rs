@@ -1,6 +1,6 @@
 //! The Burn tensor op (composed elementwise ops, any backend) agrees bit for bit with the slice
 //! API on the NdArray backend, for every format and option, along every axis; and the STE passes
-//! the gradient of SPEC.md section 2.
+//! the gradient of docs/spec.md section 2.
 
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed by element
 #![allow(deprecated)] // Device::ndarray: the NdArray backend is deprecated upstream but is our CPU reference.
@@ -141,7 +141,7 @@ fn bad_axis_and_spec_are_errors() {
     );
 }
 
-/// dL/dx through the STE is dL/dQ(x) unchanged; without it, zero (SPEC.md section 2).
+/// dL/dx through the STE is dL/dQ(x) unchanged; without it, zero (docs/spec.md section 2).
 #[test]
 fn straight_through_gradient() {
     let device = Device::ndarray().autodiff();

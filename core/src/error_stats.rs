@@ -1,4 +1,4 @@
-//! Blocked error statistics: the SPEC.md section 1 metrics, a histogram of the element errors and
+//! Blocked error statistics: the docs/spec.md section 1 metrics, a histogram of the element errors and
 //! the error of every block, reduced in the shape a GPU computes them. This is the plain reference
 //! of `shaders/error_stats.wgsl`: both produce bit-identical [`BlockPartial`]s and histogram counts
 //! (tested on Mesa lavapipe by `tests/shaders_bit_exact.rs` and in the browser by the playwright
@@ -304,7 +304,7 @@ pub fn reduce(
 /// Everything the quantization lab shows about an error, from either path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrorStats {
-    /// The SPEC.md section 1 metrics.
+    /// The docs/spec.md section 1 metrics.
     pub metrics: ErrorMetrics,
     /// The histogram's bins and range.
     pub histogram: HistogramSpec,

@@ -1,7 +1,7 @@
 //! The two phases of an RL step, and which of them a noise knob applies to.
 //!
 //! Every step of GRPO/DAPO first generates rollouts with the current policy (the *rollout* phase),
-//! then computes log-probabilities and the update (the *training* phase). AQN (SPEC.md section 4)
+//! then computes log-probabilities and the update (the *training* phase). AQN (docs/spec.md section 4)
 //! perturbs the rollout policy only by default, as QeRL does; hardware-error injection (section 6)
 //! may apply to either or both.
 

@@ -1,4 +1,4 @@
-//! Quantization error metrics of SPEC.md section 1, computed in one function.
+//! Quantization error metrics of docs/spec.md section 1, computed in one function.
 
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,7 @@ pub struct MetricSums {
 }
 
 impl MetricSums {
-    /// The metrics of SPEC.md section 1 from the sums.
+    /// The metrics of docs/spec.md section 1 from the sums.
     pub fn finish(&self) -> ErrorMetrics {
         let n = self.count;
         let mean = |s: f64| if n == 0 { 0.0 } else { s / n as f64 };

@@ -28,12 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure quantization error (SPEC.md section 1 metrics) per format, on generated data or a
+    /// Measure quantization error (docs/spec.md section 1 metrics) per format, on generated data or a
     /// safetensors checkpoint.
     QuantError(cmd::quant_error::QuantErrorArgs),
     /// Write a fake-quantized (or packed) copy of a safetensors checkpoint.
     Quantize(cmd::quantize::QuantizeArgs),
-    /// Print a noise schedule (SPEC.md section 3) as a table, JSON, CSV or SVG chart; with an
+    /// Print a noise schedule (docs/spec.md section 3) as a table, JSON, CSV or SVG chart; with an
     /// SRDD report and a RIN policy, the per-layer effective sigma at every step.
     Schedule(cmd::schedule::ScheduleArgs),
     /// Pretrain the built-in tiny model on the synthetic task (supervised) and save it in HF
@@ -57,7 +57,7 @@ enum Command {
     /// Write a random-weight HF checkpoint of a Qwen2 config.json (HF initialization, streamed to
     /// disk), with a tokenizer, for scale checks and benchmarks without a model hub.
     RandomModel(cmd::random_model::RandomModelArgs),
-    /// SRDD (SPEC.md section 5): per-layer quantization error of a checkpoint's layer outputs
+    /// SRDD (docs/spec.md section 5): per-layer quantization error of a checkpoint's layer outputs
     /// (or projection inputs or weights) in a format; table, JSON report, SVG chart, RIN
     /// multipliers.
     Srdd(cmd::srdd::SrddArgs),

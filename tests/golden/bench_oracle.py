@@ -6,7 +6,7 @@ Usage (from the repository root):  python3 tests/golden/bench_oracle.py [--eleme
 1. Throughput: 16M (4096 x 4096) N(0,1) f32 elements through `fake_quantize_mxfp4` (FLOOR) and
    `fake_quantize_nvfp4` (two-level, 1-D blocks): quantize (scales + E2M1 codes) and dequantize, no
    packing. numpy runs single-threaded for these element-wise ops. Best of R runs.
-2. Metrics (SPEC.md section 1) on 1,048,576 N(0,1) elements from np.random.default_rng(0):
+2. Metrics (docs/spec.md section 1) on 1,048,576 N(0,1) elements from np.random.default_rng(0):
    mean element relative error mean(|x-q|/(|x|+1e-10)), norm ratio ||x-q||/||x||, deadzone ratio
    (x != 0 and q == 0). SPEC quotes 0.210/0.179, 0.115/0.095 and 8.8%/6.8% (MXFP4/NVFP4).
 """

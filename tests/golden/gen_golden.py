@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent Python oracle for aqn's number formats; writes the golden safetensors files.
 
-Sources of truth: SPEC.md section 1 and docs/formats.md (followed literally). ml_dtypes casts are used where
+Sources of truth: docs/spec.md section 1 and docs/formats.md (followed literally). ml_dtypes casts are used where
 they agree with the spec (E2M1 RNE+saturation for non-NaN input, E4M3 RNE for |v| <= 448, BF16 RNE for
 non-NaN input, E4M3/E8M0/E2M1 decoding); the places where they do not are worked around and commented.
 Every codec result is also checked against a brute-force nearest-grid reference (`ref_*`), so a change in

@@ -111,7 +111,7 @@ pub struct Stats {
 
 #[wasm_bindgen]
 impl Stats {
-    /// The SPEC.md section 1 metrics as JSON (the field names of `aqn-native quant-error --json`).
+    /// The docs/spec.md section 1 metrics as JSON (the field names of `aqn-native quant-error --json`).
     pub fn metrics_json(&self) -> String {
         serde_json::to_string(&self.inner.metrics).unwrap_or_default()
     }

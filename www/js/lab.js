@@ -1,5 +1,5 @@
 // Quantization lab: a generated or uploaded tensor, fake-quantized with a format on WebGPU (when an
-// adapter exists and the kernels cover the spec) or in wasm on the CPU; the SPEC.md section 1
+// adapter exists and the kernels cover the spec) or in wasm on the CPU; the docs/spec.md section 1
 // metrics, a histogram of q - x, x against q(x) and the error of every block.
 
 import { barPlot, heatMap, linePlot, fmt } from './plot.js';

@@ -53,7 +53,7 @@ export function createSchedules(root, aqn) {
   root.append(
     h('div', { class: 'card controls' },
       h('h2', {}, 'Sigma schedules'),
-      h('p', { class: 'note' }, `SPEC.md section 3. K ≥ ${catalog.min_stages} for the staged kinds; epoch-aware runs E epochs of S steps, the others T steps.`),
+      h('p', { class: 'note' }, `docs/spec.md section 3. K ≥ ${catalog.min_stages} for the staged kinds; epoch-aware runs E epochs of S steps, the others T steps.`),
       list,
       h('div', { class: 'row' },
         h('button', { class: 'btn', id: 'sched-add', onclick: () => { scheds.push(parse(DEFAULT)); renderList(); redraw(); } }, 'Add schedule'),

@@ -1,4 +1,4 @@
-//! What one AQN draw did (SPEC.md section 4's audit): per targeted tensor the sigma applied and
+//! What one AQN draw did (docs/spec.md section 4's audit): per targeted tensor the sigma applied and
 //! the realized standard deviation of `w - w_clean`, with the schedule's sigma and the RIN
 //! multipliers in force. Written as one line of `noise_audit.jsonl` (docs/run_format.md).
 

@@ -1,4 +1,4 @@
-//! The AQN configuration of a run (SPEC.md section 4): the sigma schedule, the targets, the
+//! The AQN configuration of a run (docs/spec.md section 4): the sigma schedule, the targets, the
 //! phases that see the noise, and optional RIN multipliers from an SRDD report.
 //!
 //! TOML form (unknown fields refused):
@@ -9,7 +9,7 @@
 //!                                   # "linear", { kind = "linear", modules = ["q_proj"] },
 //!                                   # { kind = "pattern", pattern = "model.layers.1?.*norm.weight" }
 //! [aqn.schedule]
-//! kind = "geometric"                # SPEC.md section 3; the run length comes from the trainer
+//! kind = "geometric"                # docs/spec.md section 3; the run length comes from the trainer
 //! sigma_start = 0.01
 //! sigma_end = 1e-4
 //! stages = 10

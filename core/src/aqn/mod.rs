@@ -1,4 +1,4 @@
-//! Adaptive Quantization Noise (SPEC.md section 4; QeRL, arXiv:2510.11696): at every optimizer
+//! Adaptive Quantization Noise (docs/spec.md section 4; QeRL, arXiv:2510.11696): at every optimizer
 //! step, fresh Gaussian noise on the targeted weights of the rollout policy (by default), with a
 //! scheduled sigma (section 3) and per-layer RIN multipliers (section 5), on a copy of the clean
 //! model, with an audit of the noise actually applied.

@@ -1,4 +1,4 @@
-//! Where a run's RIN policy gets its per-layer errors (SPEC.md section 5): the SRDD report named
+//! Where a run's RIN policy gets its per-layer errors (docs/spec.md section 5): the SRDD report named
 //! by `rin.report`, or, when the policy reads errors and none is named, a scan of the run's
 //! high-precision base model made on the spot ([`Aqn::for_run`]).
 //!

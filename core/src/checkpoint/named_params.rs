@@ -1,5 +1,5 @@
 //! The model's parameters by their HF names (`model.layers.3.input_layernorm.weight`), for AQN
-//! (SPEC.md section 4: noise on named RMSNorm or linear weights), audits and the loader.
+//! (docs/spec.md section 4: noise on named RMSNorm or linear weights), audits and the loader.
 //!
 //! Burn's module traversal reports each parameter's module path (`model.layers.3.mlp.up_proj.weight`);
 //! [`super::hf_names::hf_name`] turns it into the checkpoint name (the path itself, but for the tied

@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn ties_go_to_even() {
-        // SPEC.md section 1.
+        // docs/spec.md section 1.
         for (x, want) in [
             (0.25, 0.0),
             (0.75, 1.0),

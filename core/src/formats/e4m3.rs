@@ -21,7 +21,7 @@ pub const E4M3_SIGN_BIT: u8 = 0x80;
 const SUBNORMAL_INV_STEP: f32 = 512.0;
 
 /// Encodes an f32: round to nearest, ties to even; finite values beyond 448 saturate to 448 (the
-/// clamp SPEC.md requires before converting); NaN and +-Inf become NaN (sign kept).
+/// clamp docs/spec.md requires before converting); NaN and +-Inf become NaN (sign kept).
 #[inline]
 pub fn f32_to_e4m3(x: f32) -> u8 {
     let sign = if x.is_sign_negative() {

@@ -1,4 +1,4 @@
-//! Number formats of SPEC.md section 1: E2M1, E8M0, E4M3 and BF16 codecs; MXFP4, NVFP4 and FP8
+//! Number formats of docs/spec.md section 1: E2M1, E8M0, E4M3 and BF16 codecs; MXFP4, NVFP4 and FP8
 //! quantizers over `[rows, row_len]` f32 buffers. Edge-case rules: docs/formats.md.
 //!
 //! The slice API lives on [`QuantSpec`]:

@@ -1,5 +1,5 @@
 //! MXFP4 (OCP Microscaling Formats v1.0): E2M1 elements sharing one E8M0 scale per 32.
-//! Rules in SPEC.md section 1 and docs/formats.md; agrees with torchao `to_mx` (FLOOR).
+//! Rules in docs/spec.md section 1 and docs/formats.md; agrees with torchao `to_mx` (FLOOR).
 
 use super::blocks::{BlockGrid, INF_BITS, amax_bits};
 use super::e2m1::{

@@ -1,5 +1,5 @@
 //! NVFP4: E2M1 elements, one E4M3 scale per 16 (or per 16x16 tile), and in the two-level form a
-//! per-tensor f32 scale `g`. Rules in SPEC.md section 1 and docs/formats.md; agrees with torchao
+//! per-tensor f32 scale `g`. Rules in docs/spec.md section 1 and docs/formats.md; agrees with torchao
 //! `nvfp4_quantize` and TransformerEngine's reference recipe.
 
 use super::blocks::{BlockGrid, INF_BITS, amax_bits, finite_amax};

@@ -22,7 +22,7 @@ named_enum! {
 }
 
 named_enum! {
-    /// How MXFP4 derives the shared exponent from the block amax (SPEC.md section 1).
+    /// How MXFP4 derives the shared exponent from the block amax (docs/spec.md section 1).
     MxScaleMode, "MX scale mode", FormatError {
         /// `floor(log2 amax) - 2`, the OCP rule (default).
         Floor => "floor",

@@ -1,4 +1,4 @@
-//! Where and when hardware error is injected (SPEC.md section 6): the error model, the matmuls it
+//! Where and when hardware error is injected (docs/spec.md section 6): the error model, the matmuls it
 //! perturbs, forward and/or backward, in which phase. Applied to a model by
 //! `Qwen2ForCausalLM::with_hw_noise` (`crate::model::attach::hw_noise`).
 //!

@@ -1,4 +1,4 @@
-//! Hardware-error injection of SPEC.md section 6 as Burn tensor functions (any backend for the
+//! Hardware-error injection of docs/spec.md section 6 as Burn tensor functions (any backend for the
 //! forward models; the gradient step on the backends listed in [`grad`]).
 //!
 //! - [`HwErrorModel`]: relative / absolute Gaussian, systematic bias, deadzone;

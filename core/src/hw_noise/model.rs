@@ -1,4 +1,4 @@
-//! The hardware-error models of SPEC.md section 6, on the output `y` of a matmul:
+//! The hardware-error models of docs/spec.md section 6, on the output `y` of a matmul:
 //!
 //! | model | perturbed value |
 //! |---|---|

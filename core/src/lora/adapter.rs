@@ -3,7 +3,7 @@
 //! As in PEFT: `A` is `[r, in]`, initialized Kaiming-uniform with `a = sqrt(5)` (that is,
 //! `U(-1/sqrt(in), 1/sqrt(in))`), `B` is `[out, r]` and starts at zero (so a fresh adapter
 //! changes nothing), the scaling is `alpha / r`, and dropout acts on the adapter's input only.
-//! The adapter path is never quantized and reads the projection's **unquantized** input (SPEC.md
+//! The adapter path is never quantized and reads the projection's **unquantized** input (docs/spec.md
 //! section 2: LoRA is trained in high precision on a frozen quantized base).
 //!
 //! The initial values and the dropout masks come from the counter RNG of [`crate::rng`], keyed by

@@ -17,7 +17,7 @@ use super::LoraError;
 use crate::named::UnknownName;
 use crate::site::LinearKind;
 
-/// The seed's LoRA runs (SPEC.md section 8): rank 32.
+/// The seed's LoRA runs (docs/spec.md section 8): rank 32.
 pub const DEFAULT_RANK: usize = 32;
 /// The seed's LoRA runs: alpha 16.
 pub const DEFAULT_ALPHA: f64 = 16.0;

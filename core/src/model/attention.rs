@@ -50,7 +50,7 @@ pub struct Attention {
     pub hooks: AttentionHooks,
 }
 
-/// Hardware error wired to the two matmuls inside attention (SPEC.md section 6, optional sites).
+/// Hardware error wired to the two matmuls inside attention (docs/spec.md section 6, optional sites).
 #[derive(Clone, Debug, Default)]
 pub struct AttentionHooks {
     /// On `q k^T`, before the scaling and the mask.

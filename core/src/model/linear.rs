@@ -1,7 +1,7 @@
 //! `QLinear`: the one linear projection of the model.
 //!
 //! Every projection of Qwen2 (q/k/v/o, gate/up/down and the lm_head) is a [`QLinear`], and
-//! [`QLinear::forward`] is the single place their matmuls happen, so quantization modes (SPEC.md
+//! [`QLinear::forward`] is the single place their matmuls happen, so quantization modes (docs/spec.md
 //! section 2), LoRA adapters, AQN on linear weights (section 4) and hardware-error injection on
 //! matmul outputs (section 6) attach here and nowhere else.
 //!

@@ -380,7 +380,7 @@ impl Qwen2ForCausalLM {
     }
 
     /// Logits and the output of every decoder layer (the residual stream after layer `l`, before
-    /// the final norm), for SRDD (SPEC.md section 5).
+    /// the final norm), for SRDD (docs/spec.md section 5).
     ///
     /// Unlike HF's `output_hidden_states`, the list holds no embedding output and its last entry is
     /// not normed: entry `l` is exactly what decoder layer `l` returned.

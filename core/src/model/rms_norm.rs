@@ -18,7 +18,7 @@ pub struct RmsNormConfig {
 
 /// `y = w * x / sqrt(mean(x^2) + eps)` over the last axis.
 ///
-/// The weight is a plain `Param` named `weight` (HF's name) so AQN (SPEC.md section 4) can add noise
+/// The weight is a plain `Param` named `weight` (HF's name) so AQN (docs/spec.md section 4) can add noise
 /// to it; additive noise on it equals row-wise multiplicative noise on the following linear layer.
 #[derive(Module, Debug)]
 pub struct RmsNorm {

@@ -66,7 +66,7 @@ pub fn grouped_query_attention(
 }
 
 /// [`grouped_query_attention`] with a hook on each of its two matmuls' outputs (hardware error,
-/// SPEC.md section 6): `on_scores` sees the stacked `[batch, kv_heads, n_rep * seq, keys]` scores
+/// docs/spec.md section 6): `on_scores` sees the stacked `[batch, kv_heads, n_rep * seq, keys]` scores
 /// before the scaling and the mask, `on_context` the `[batch, kv_heads, n_rep * seq, head_dim]`
 /// context.
 pub fn grouped_query_attention_with(

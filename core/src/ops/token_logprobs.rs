@@ -1,5 +1,5 @@
 //! The log-probability of each taken token and the entropy of each position's distribution,
-//! from the logits (the policy's log-probs of GRPO/DAPO, SPEC.md section 7).
+//! from the logits (the policy's log-probs of GRPO/DAPO, docs/spec.md section 7).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};

@@ -115,7 +115,7 @@ fn default_modules() -> Vec<QuantModule> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuantExclude {
-    /// Modules kept in f32 (default: lm_head and embed_tokens, SPEC.md section 2).
+    /// Modules kept in f32 (default: lm_head and embed_tokens, docs/spec.md section 2).
     #[serde(default = "default_modules")]
     pub modules: Vec<QuantModule>,
     /// Decoder layers whose projections are kept in f32.

@@ -1,4 +1,4 @@
-//! What one projection does to its operands in a quantized mode (SPEC.md section 2), and the
+//! What one projection does to its operands in a quantized mode (docs/spec.md section 2), and the
 //! cache of its quantized weight.
 //!
 //! `y = Q(x) Q(W)^T` (W4A4) or `x Q(W)^T` (W4A16), with `Q` along the reduction axis (the last

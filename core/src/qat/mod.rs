@@ -1,4 +1,4 @@
-//! Quantization-aware training (SPEC.md section 2): the quantization modes of the projections
+//! Quantization-aware training (docs/spec.md section 2): the quantization modes of the projections
 //! (BF16 / W4A16 / W4A4 over the formats of [`crate::formats`]), their straight-through
 //! estimator, the exclusion lists, and the explicit no-STE switch.
 //!

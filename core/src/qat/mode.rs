@@ -1,4 +1,4 @@
-//! The quantization mode of the projections (SPEC.md section 2).
+//! The quantization mode of the projections (docs/spec.md section 2).
 
 use super::QatError;
 use crate::named::named_enum;

@@ -1,5 +1,5 @@
 //! The formats of [`crate::formats`] as Burn tensor operations, on any backend, and the
-//! straight-through estimator of SPEC.md section 2.
+//! straight-through estimator of docs/spec.md section 2.
 
 mod dispatch;
 mod fake_quantize;

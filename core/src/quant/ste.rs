@@ -1,4 +1,4 @@
-//! The straight-through estimator (SPEC.md section 2).
+//! The straight-through estimator (docs/spec.md section 2).
 
 use burn::tensor::Tensor;
 

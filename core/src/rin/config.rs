@@ -98,6 +98,20 @@ impl From<RinPolicy> for RinConfig {
     }
 }
 
+impl From<RinPreset> for RinConfig {
+    /// The preset's policy, no clip, metric `relative_error`.
+    fn from(preset: RinPreset) -> Self {
+        RinConfig::from(preset.policy())
+    }
+}
+
+impl RinPreset {
+    /// The configuration (policy, no clip, metric `relative_error`).
+    pub fn config(self) -> RinConfig {
+        RinConfig::from(self)
+    }
+}
+
 impl Default for RinConfig {
     fn default() -> Self {
         RinPolicy::default().into()

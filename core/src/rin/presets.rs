@@ -10,9 +10,7 @@
 //! catalogue's tests check it). The E13 study (`e13i-*`, `e13l`, `e13m`, `e13n`) has no TOML
 //! preset: those are RIN-only presets, for `--rin` and `[aqn.rin]`.
 
-use super::{
-    LayerSet, RinConfig, RinError, RinPolicy, TargetedPolicy, TieredPolicy, Zone, ZonesPolicy,
-};
+use super::{LayerSet, RinError, RinPolicy, TargetedPolicy, TieredPolicy, Zone, ZonesPolicy};
 use crate::named::named_enum;
 
 /// E13i-high: sigma 0.08 on layers 10-19 against the base 0.05.
@@ -48,8 +46,9 @@ named_enum! {
 }
 
 impl RinPreset {
-    /// The configuration (policy, no clip, metric `relative_error`).
-    pub fn config(self) -> RinConfig {
+    /// The preset's policy (its configuration, [`super::RinConfig`] from this policy, adds no clip
+    /// and the metric `relative_error`).
+    pub fn policy(self) -> RinPolicy {
         let range = |a, b| LayerSet::range(a, b).expect("preset ranges are ordered");
         let zones = |m| {
             RinPolicy::Zones(ZonesPolicy::single(vec![Zone {
@@ -57,7 +56,7 @@ impl RinPreset {
                 multiplier: m,
             }]))
         };
-        RinConfig::from(match self {
+        match self {
             RinPreset::E9a => RinPolicy::Targeted(TargetedPolicy::layers(range(14, 17))),
             RinPreset::E9b => RinPolicy::Tiered(TieredPolicy::default()),
             RinPreset::E12 | RinPreset::E13l => RinPolicy::Variable {},
@@ -67,6 +66,6 @@ impl RinPreset {
             RinPreset::E13iLow => zones(E13I_LOW_MULTIPLIER),
             RinPreset::E13m => RinPolicy::Inverse {},
             RinPreset::E13n => RinPolicy::InverseNormalized {},
-        })
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Outcome advantages of GRPO (Shao et al., "DeepSeekMath", 2024) and Dr.GRPO (Liu et al.,
 //! "Understanding R1-Zero-Like Training: A Critical Perspective", 2025), as verl's
-//! `compute_grpo_outcome_advantage` (SPEC.md section 7).
+//! `compute_grpo_outcome_advantage` (docs/spec.md section 7).
 //!
 //! A group is the responses to one prompt (samples with the same group id). With `s_i` the
 //! scalar score of response `i` and `mean`, `std` over its group (`std` unbiased, `n - 1`):

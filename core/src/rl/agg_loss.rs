@@ -1,5 +1,5 @@
 //! verl's `agg_loss`: the one place where a per-token loss matrix `L` [B, T] and its response mask
-//! `M` [B, T] become a scalar (SPEC.md section 7). Every loss of this module tree (policy, KL,
+//! `M` [B, T] become a scalar (docs/spec.md section 7). Every loss of this module tree (policy, KL,
 //! entropy) goes through it.
 //!
 //! | mode | value |
@@ -10,7 +10,7 @@
 //! | `seq-mean-token-sum-norm` | `sum(L M) / C` |
 //!
 //! `N_seq` counts the sequences with at least one response token (verl excludes fully masked
-//! rows). `C` is the normalization constant `loss_scale_factor`: SPEC.md's default is the maximum
+//! rows). `C` is the normalization constant `loss_scale_factor`: docs/spec.md's default is the maximum
 //! response length (the trainer passes it); without one, verl (and this code) uses `T`, the padded
 //! width of the batch, which varies from batch to batch. [`AggNorm`] can also replace `N_tok` and
 //! `N_seq` by the totals of a whole mini-batch, as verl's engine workers do, so that gradient

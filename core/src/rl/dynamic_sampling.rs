@@ -1,4 +1,4 @@
-//! DAPO's dynamic sampling (Yu et al., 2025; SPEC.md section 7), as verl's DAPO trainer with
+//! DAPO's dynamic sampling (Yu et al., 2025; docs/spec.md section 7), as verl's DAPO trainer with
 //! `algorithm.filter_groups`: a group (the responses to one prompt) is kept when its metric
 //! (`acc` by default) is not identical across the group (numpy's `std > 0`), or when it has a
 //! single response; generation batches are drawn until the train batch holds `target_groups`

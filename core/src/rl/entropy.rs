@@ -1,4 +1,4 @@
-//! The entropy of the policy's next-token distribution, for the entropy bonus (SPEC.md section 7:
+//! The entropy of the policy's next-token distribution, for the entropy bonus (docs/spec.md section 7:
 //! optional, coefficient 0 by default) and the `actor/entropy` metric, as verl's
 //! `entropy_from_logits` and actor loss:
 //!

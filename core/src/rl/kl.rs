@@ -1,4 +1,4 @@
-//! KL to the reference policy (SPEC.md section 7), as verl's `kl_penalty` with the estimators of
+//! KL to the reference policy (docs/spec.md section 7), as verl's `kl_penalty` with the estimators of
 //! J. Schulman, "Approximating KL Divergence" (2020), per token, with `logp` the policy's and
 //! `ref` the reference policy's log-probability of the sampled token:
 //!
@@ -31,7 +31,7 @@ pub const K3_LOG_RATIO_CLAMP: f64 = 20.0;
 pub const K3_VALUE_CLAMP: f64 = 10.0;
 /// `k2`'s factor.
 pub const K2_FACTOR: f64 = 0.5;
-/// verl's GRPO KL coefficient (`kl_loss_coef`, SPEC.md section 8).
+/// verl's GRPO KL coefficient (`kl_loss_coef`, docs/spec.md section 8).
 pub const DEFAULT_KL_COEF: f64 = 0.001;
 
 named_enum! {

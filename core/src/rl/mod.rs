@@ -1,4 +1,4 @@
-//! The algorithmic pieces of GRPO / Dr.GRPO / DAPO (SPEC.md section 7), after verl's
+//! The algorithmic pieces of GRPO / Dr.GRPO / DAPO (docs/spec.md section 7), after verl's
 //! `core_algos.py`: one function per algorithm, `compute_<algo>_<what>`, returning
 //! `(loss, metrics)` with verl's namespaced metric keys ([`metrics`]); every aggregation goes
 //! through [`agg_loss`]. Each tensor function has a plain f64 reference beside it

@@ -1,6 +1,6 @@
 //! The clipped policy-gradient loss of PPO (Schulman et al., 2017) with clip-higher (DAPO, Yu et
 //! al., 2025) and dual clip (Ye et al., "Mastering Complex Control in MOBA Games with Deep RL",
-//! 2020), as verl's `compute_policy_loss_vanilla` (SPEC.md section 7).
+//! 2020), as verl's `compute_policy_loss_vanilla` (docs/spec.md section 7).
 //!
 //! Per response token, with `logp` the current policy's log-probability (differentiated),
 //! `logp_old` the rollout policy's, and `A` the advantage:
@@ -43,7 +43,7 @@ pub struct PolicyLossConfig {
     pub clip_ratio_c: f64,
     /// How token losses become the scalar loss (default `token-mean`).
     pub loss_agg_mode: AggMode,
-    /// `seq-mean-token-sum-norm`'s constant (SPEC.md: the maximum response length; `None`
+    /// `seq-mean-token-sum-norm`'s constant (docs/spec.md: the maximum response length; `None`
     /// divides by the batch's padded width as verl does). Refused with the other modes.
     pub loss_scale_factor: Option<f64>,
 }

@@ -9,7 +9,7 @@ pub const STEP: &str = "step";
 /// The pass over the training prompts the step belongs to (1-based).
 pub const EPOCH: &str = "epoch";
 
-// actor/*: the policy update (SPEC.md section 7).
+// actor/*: the policy update (docs/spec.md section 7).
 
 /// Fraction of response tokens where the clipped surrogate was the larger term.
 pub const PG_CLIPFRAC: &str = "actor/pg_clipfrac";
@@ -53,7 +53,7 @@ pub const NUM_GEN_BATCHES: &str = "train/num_gen_batches";
 /// Generation batches of the step as the trainer counts them (1 without dynamic sampling).
 pub const DAPO_NUM_GEN_BATCHES: &str = "dapo/num_gen_batches";
 
-// aqn/*: the noise of the step (SPEC.md section 4).
+// aqn/*: the noise of the step (docs/spec.md section 4).
 
 /// The schedule's sigma at the step.
 pub const AQN_SIGMA: &str = "aqn/sigma";

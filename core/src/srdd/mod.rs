@@ -1,4 +1,4 @@
-//! SRDD (Static Relative Deadzone Detection, SPEC.md section 5): the per-layer quantization error
+//! SRDD (Static Relative Deadzone Detection, docs/spec.md section 5): the per-layer quantization error
 //! of a model, and the report that RIN reads ([`SrddReport`]).
 //!
 //! | file | concept |

@@ -1,4 +1,4 @@
-//! The SRDD report of SPEC.md section 5, exactly as the original scanner
+//! The SRDD report of docs/spec.md section 5, exactly as the original scanner
 //! (`scripts/srdd_quant_scanner.py` of the fork) writes it:
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! SRDD (SPEC.md section 5): run the high-precision model on calibration prompts, capture every
+//! SRDD (docs/spec.md section 5): run the high-precision model on calibration prompts, capture every
 //! decoder layer's output (or its linear inputs, or its weights), fake-quantize each captured
 //! tensor on its own (no error propagates between layers), and average the section 1 metrics.
 //!
@@ -208,7 +208,7 @@ pub fn scan(
     Ok(per_layer.iter().map(|m| mean_metrics(m)).collect())
 }
 
-/// The report of SPEC.md section 5 from per-layer metrics: each layer flagged against
+/// The report of docs/spec.md section 5 from per-layer metrics: each layer flagged against
 /// `thresholds`, summary, statistics and recommendations derived with the scanner's rules.
 /// `quant_type` is the format's label, followed by ` (weights)` or ` (linear-inputs)` for those
 /// captures so a report always says what it measured.

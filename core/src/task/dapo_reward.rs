@@ -1,5 +1,5 @@
 //! DAPO's reward (Yu et al., "DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
-//! 2025; SPEC.md section 7): +1 for a correct answer, -1 otherwise, plus the overlong shaping
+//! 2025; docs/spec.md section 7): +1 for a correct answer, -1 otherwise, plus the overlong shaping
 //! of verl's `DAPORewardManager`.
 //!
 //! Correctness is judged by the GSM8K strict extraction ([`super::gsm8k_reward`]): the tasks of

@@ -1,4 +1,4 @@
-//! Problems for training and evaluation, and the loaders of real data (SPEC.md section 7):
+//! Problems for training and evaluation, and the loaders of real data (docs/spec.md section 7):
 //!
 //! - HF-style jsonl (`{"question": ..., "answer": "... #### 72"}` per line, as GSM8K's
 //!   `main` split files): the ground truth is extracted from `answer` as verl's
@@ -29,7 +29,7 @@ named_enum! {
     /// How a question becomes the user message.
     #[derive(Default)]
     PromptTemplate, "prompt template", TaskError {
-        /// SPEC.md's GSM8K prompt: question + ` Let's think step by step and output the final
+        /// docs/spec.md's GSM8K prompt: question + ` Let's think step by step and output the final
         /// answer after "####".` (default).
         #[default]
         Gsm8k => "gsm8k",
@@ -48,7 +48,7 @@ impl PromptTemplate {
     }
 }
 
-/// SPEC.md's GSM8K prompt: `question + " " + GSM8K_INSTRUCTION`.
+/// docs/spec.md's GSM8K prompt: `question + " " + GSM8K_INSTRUCTION`.
 pub fn gsm8k_prompt(question: &str) -> String {
     format!("{question} {GSM8K_INSTRUCTION}")
 }

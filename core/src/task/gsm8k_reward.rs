@@ -1,4 +1,4 @@
-//! The GSM8K reward of SPEC.md section 7, as verl's `verl/utils/reward_score/gsm8k.py` scores it
+//! The GSM8K reward of docs/spec.md section 7, as verl's `verl/utils/reward_score/gsm8k.py` scores it
 //! (which follows ReFT, Trung et al., ACL 2024).
 //!
 //! Only the last [`SOLUTION_CLIP_CHARS`] characters (Unicode scalar values, as Python's `len`

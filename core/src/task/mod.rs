@@ -1,4 +1,4 @@
-//! Tasks and rewards of SPEC.md section 7: problems (the built-in synthetic task, GSM8K jsonl,
+//! Tasks and rewards of docs/spec.md section 7: problems (the built-in synthetic task, GSM8K jsonl,
 //! verl parquet), the GSM8K prompt, and the rewards (verl's GSM8K scorer, DAPO's +1/-1 with
 //! overlong shaping).
 //!

@@ -1,4 +1,4 @@
-//! The reward function of a run: which scorer, and the optional overlong shaping (SPEC.md section
+//! The reward function of a run: which scorer, and the optional overlong shaping (docs/spec.md section
 //! 7). One call, [`RewardConfig::score`], turns a decoded response into the scalar the advantage
 //! estimators see and the `acc` that DAPO's dynamic sampling filters on.
 //!

@@ -329,7 +329,7 @@ pub fn generate_problem(rng: &mut CounterRng, level: Difficulty) -> SyntheticPro
 }
 
 /// The plain-sentence ending of a worked solution, `The answer is N.`, that the built-in tiny
-/// model's pretraining mixes with the `#### N` ending (SPEC.md's strict GSM8K reward accepts only
+/// model's pretraining mixes with the `#### N` ending (docs/spec.md's strict GSM8K reward accepts only
 /// the latter; verl's flexible extraction, the last number, accepts both).
 pub const PLAIN_ANSWER: (&str, &str) = ("The answer is ", ".");
 

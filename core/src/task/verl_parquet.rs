@@ -1,4 +1,4 @@
-//! verl's GSM8K parquet files (SPEC.md section 7), as `examples/data_preprocess/gsm8k.py` writes
+//! verl's GSM8K parquet files (docs/spec.md section 7), as `examples/data_preprocess/gsm8k.py` writes
 //! them: one row per problem with
 //!
 //! | column | type | used as |

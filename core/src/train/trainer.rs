@@ -1,4 +1,4 @@
-//! The GRPO / Dr.GRPO / DAPO trainer (SPEC.md section 7) with fake quantization, LoRA, AQN and
+//! The GRPO / Dr.GRPO / DAPO trainer (docs/spec.md section 7) with fake quantization, LoRA, AQN and
 //! hardware-error injection: `aqn-native train`.
 //!
 //! [`train`] sets the run up ([`setup`](super::setup): model, tokenizer, problems, policy and

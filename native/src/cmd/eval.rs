@@ -1,5 +1,5 @@
 //! `aqn-native eval RUN_DIR|MODEL_DIR`: greedy, noise-free held-out accuracy of a run's
-//! checkpoint or of an HF model folder, scored with the strict GSM8K reward (SPEC.md section 7).
+//! checkpoint or of an HF model folder, scored with the strict GSM8K reward (docs/spec.md section 7).
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,4 @@
-//! `aqn-native quant-error`: the SPEC.md section 1 error metrics per format.
+//! `aqn-native quant-error`: the docs/spec.md section 1 error metrics per format.
 
 use std::path::PathBuf;
 

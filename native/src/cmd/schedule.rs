@@ -1,4 +1,4 @@
-//! `aqn-native schedule`: the sigma schedule of SPEC.md section 3 as a step/sigma table, JSON,
+//! `aqn-native schedule`: the sigma schedule of docs/spec.md section 3 as a step/sigma table, JSON,
 //! CSV or an SVG chart; with an SRDD report and a RIN policy (section 5), the per-layer
 //! effective sigma `sigma(step) * m_l` at every step.
 
@@ -83,7 +83,7 @@ pub struct ScheduleArgs {
     /// Logarithmic sigma axis for --plot (warm-up steps, where sigma is 0, are left out).
     #[arg(long, requires = "plot")]
     log_scale: bool,
-    /// An SRDD report (SPEC.md section 5 JSON): show the per-layer effective sigma
+    /// An SRDD report (docs/spec.md section 5 JSON): show the per-layer effective sigma
     /// sigma(step) x m_l of the RIN policy (--rin, else the preset's).
     #[arg(long, value_name = "FILE")]
     srdd: Option<PathBuf>,

@@ -1,4 +1,4 @@
-//! `aqn-native srdd`: SRDD (SPEC.md section 5) on a checkpoint. Runs the model in f32 on
+//! `aqn-native srdd`: SRDD (docs/spec.md section 5) on a checkpoint. Runs the model in f32 on
 //! calibration prompts, fake-quantizes every decoder layer's output (or its projection inputs or
 //! weights) with the chosen format, prints a per-layer table, and optionally writes the JSON
 //! report RIN reads, an SVG bar chart, and the multipliers a RIN policy derives from it. The model

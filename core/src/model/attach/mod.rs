@@ -3,7 +3,7 @@
 //!
 //! | file | methods |
 //! |---|---|
-//! | [`quant`] | `with_quantization` (SPEC.md section 2) |
+//! | [`quant`] | `with_quantization` (docs/spec.md section 2) |
 //! | [`lora`] | `with_lora`, `with_lora_adapter`, `for_full_finetuning`, `lora_config` |
 //! | [`hw_noise`] | `with_hw_noise` (section 6) |
 //! | [`pack`] | `into_packed`: a frozen model held as codes + scales; [`WeightDtype`](pack::WeightDtype) |

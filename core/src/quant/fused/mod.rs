@@ -67,7 +67,7 @@ pub fn fake_quantize_fused<const D: usize>(
 }
 
 /// `Q(x)` along `axis` (bit for bit [`fake_quantize_fused`]) whose gradient with respect to `x` is
-/// the identity: the straight-through estimator of SPEC.md section 2 as one autodiff node. On an
+/// the identity: the straight-through estimator of docs/spec.md section 2 as one autodiff node. On an
 /// untracked tensor this is [`fake_quantize_fused`].
 ///
 /// # Shapes

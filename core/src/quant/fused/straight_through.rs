@@ -1,6 +1,6 @@
 //! The fused straight-through estimator: one autodiff node whose forward is the fused kernel
 //! (`Q(x)` exactly, subnormals included) and whose backward hands the output gradient to `x`
-//! unchanged (SPEC.md section 2), with no kernel of its own.
+//! unchanged (docs/spec.md section 2), with no kernel of its own.
 //!
 //! The composed STE `Q(x).detach() - (x.detach() - x)` needs two more elementwise kernels in each
 //! direction, and its forward subtraction goes through the GPU's float unit, which is allowed to

@@ -1,5 +1,5 @@
 //! `y = x Q(W)^T` for a [`PackedWeight`] as a tensor operation on any backend, with its
-//! straight-through backward `dL/dx = dL/dy Q(W)` (SPEC.md section 2; a packed weight is frozen,
+//! straight-through backward `dL/dx = dL/dy Q(W)` (docs/spec.md section 2; a packed weight is frozen,
 //! so it receives no gradient) as one autodiff node that keeps only the packed weight.
 //!
 //! The whole f32 `Q(W)` never exists: the forward decodes blocks of output rows, the backward

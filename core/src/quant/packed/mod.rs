@@ -1,5 +1,5 @@
 //! Packed frozen weights: a weight that receives no gradient (a LoRA base, a reference policy)
-//! held as codes + scales instead of f32 (SPEC.md section 1's storage forms), and the projection
+//! held as codes + scales instead of f32 (docs/spec.md section 1's storage forms), and the projection
 //! `x Q(W)^T` computed from them without materializing `Q(W)`.
 //!
 //! | file | concept |

@@ -1,4 +1,4 @@
-//! [`PackedWeight`]: a frozen weight `[out, in]` held in its storage form (codes + scales, SPEC.md
+//! [`PackedWeight`]: a frozen weight `[out, in]` held in its storage form (codes + scales, docs/spec.md
 //! section 1: MXFP4 4-bit codes + one E8M0 byte per 32; NVFP4 codes + one E4M3 byte per 16 + the
 //! f32 tensor scale; FP8 one E4M3 byte + the tensor scale; BF16 two bytes), and its decoding, row
 //! segment by row segment, into f32.

@@ -3,6 +3,7 @@
 
 use thiserror::Error;
 
+use crate::catalogue::CatalogueError;
 use crate::config::OverrideError;
 use crate::hw_noise::HwNoiseError;
 use crate::lora::LoraError;
@@ -13,22 +14,10 @@ use crate::task::TaskError;
 /// Why a configuration was refused.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// A preset name that is not compiled in.
-    #[error("unknown preset `{name}`; valid presets: {valid}")]
-    UnknownPreset {
-        /// The name.
-        name: String,
-        /// The valid names.
-        valid: String,
-    },
-    /// A profile name that is not compiled in.
-    #[error("unknown profile `{name}`; valid profiles: {valid}")]
-    UnknownProfile {
-        /// The name.
-        name: String,
-        /// The valid names.
-        valid: String,
-    },
+    /// A preset or profile name that is not compiled in (the catalogue's refusal, with the valid
+    /// names).
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
     /// A TOML file or string that does not parse.
     #[error("{source_name} is not valid TOML")]
     Parse {

@@ -6,7 +6,7 @@
 //! Presets live in `core/presets/*.toml` (one per row of the seed's experiment tables), profiles
 //! in `core/profiles/*.toml`; both are compiled in. A profile may hold `[category.hw]`,
 //! `[category.quant]` and `[category.lora]` tables: the one matching the preset's category is
-//! merged too (SPEC.md section 8: the HW runs and the LoRA runs used different batch sizes and
+//! merged too (docs/spec.md section 8: the HW runs and the LoRA runs used different batch sizes and
 //! learning rates). A preset may set `batch.train_batch_scale` (the QeRL-style variants use a
 //! batch 8x smaller than their profile's).
 //!
@@ -17,13 +17,11 @@
 //! |---|---|
 //! | [`sections`] | the sections' structs and defaults (`[experiment]`, `[model]`, `[rollout]`, ...) |
 //! | [`batch`] | `[batch]`: batch sizes and their scaled values |
-//! | [`builtin_files`] | the compiled-in presets and profiles |
 //! | [`resolve`] | [`ConfigSources`] merged into a [`TrainConfig`] |
 //! | [`validate`] | the checks of a resolved configuration |
 //! | [`error`] | [`ConfigError`] |
 
 pub mod batch;
-pub mod builtin_files;
 pub mod error;
 pub mod resolve;
 pub mod sections;
@@ -36,8 +34,8 @@ use crate::hw_noise::HwNoiseConfig;
 use crate::qat::QuantConfig;
 use crate::rl::policy_loss::PolicyLossConfig;
 
+pub use crate::catalogue::{preset_names, preset_text, profile_names, profile_text};
 pub use batch::BatchConfig;
-pub use builtin_files::{preset_names, preset_text, profile_names, profile_text};
 pub use error::{ConfigError, SectionError};
 pub use resolve::ConfigSources;
 pub use sections::{

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use toml::Table;
 
-use super::builtin_files::{preset_text, profile_text};
 use super::{Category, ConfigError, TrainConfig};
+use crate::catalogue::{preset_text, profile_text};
 use crate::config::{apply_override, merge};
 
 fn parse(text: &str, source_name: &str) -> Result<Table, ConfigError> {
@@ -133,8 +133,8 @@ impl TrainConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::super::builtin_files::{preset_names, profile_names};
     use super::*;
+    use crate::catalogue::{preset_names, profile_names};
 
     fn sources(preset: &str) -> ConfigSources {
         ConfigSources {
