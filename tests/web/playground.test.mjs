@@ -9,6 +9,9 @@
 //   bound of f32 block sums, (B + 3) 2^-24 relative (aqn_core::error_stats).
 // - Every panel renders (screenshots under target/web-test/, checked not blank, and every plot
 //   canvas holds a drawing), and invalid input shows the core's error message inline.
+// - Only the selected tab's panel is displayed; the run viewer shows one row per step (the
+//   trainer's two lines of an evaluation step merged) and keeps the rollouts' reward/acc out of
+//   the validation accuracy.
 // - The wasm size and the page load time go to target/web-test/report.json.
 
 import { after, before, describe, test } from 'node:test';
@@ -319,8 +322,17 @@ describe('run viewer', () => {
     await page.goto(`${baseUrl}?panel=runs&run=sample`);
     await page.waitForFunction(() => document.body.dataset.runs === 'done', null, WAIT);
     const summary = await page.locator('#runs-summary').innerText();
-    assert.match(summary, /metrics\.jsonl: 60 lines/);
+    // The sample holds 67 lines as the trainer writes them: step 0, one line per step and a
+    // second line for each evaluation step. The viewer shows one row per step.
+    const lines = readFileSync(join(ROOT, 'tests', 'fixtures', 'run_sample', 'metrics.jsonl'), 'utf8').trim().split('\n');
+    const steps = new Set(lines.map((l) => JSON.parse(l).step));
+    assert.equal(lines.length, 67);
+    assert.equal(steps.size, 61);
+    assert.match(summary, /metrics\.jsonl: 61 steps/);
+    assert.equal(await page.locator('#runs-summary').getAttribute('data-steps'), String(steps.size));
     assert.match(summary, /noise_audit\.jsonl: 49 lines, 4 targets/);
+    // Validation accuracy is the held-out evaluation only, never the rollouts' reward/acc.
+    assert.equal(await page.locator('#runs-summary').getAttribute('data-validation'), 'val/accuracy,val/accuracy_flexible,val_bf16/accuracy');
     await screenshot(page, 'runs-sample');
     await page.setInputFiles('input[name=metrics]', { name: 'metrics.jsonl', mimeType: 'text/plain', buffer: Buffer.from('{"step": 1, "reward/mean": 0.5}\n{"reward/mean": 0.6}\n') });
     await page.waitForFunction(() => !document.querySelector('#runs-error').hidden, null, WAIT);
@@ -330,6 +342,25 @@ describe('run viewer', () => {
 });
 
 describe('page', () => {
+  test('only the selected tab shows its panel', async () => {
+    const page = await newPage('cpu');
+    await page.goto(`${baseUrl}?panel=schedules`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'yes', null, WAIT);
+    const panels = ['schedules', 'lab', 'runs'];
+    for (const selected of panels) {
+      await page.click(`#tab-${selected}`);
+      for (const p of panels) {
+        const shown = await page.evaluate((id) => {
+          const el = document.getElementById(id);
+          const box = el.getBoundingClientRect();
+          return getComputedStyle(el).display !== 'none' && box.height > 0;
+        }, `panel-${p}`);
+        assert.equal(shown, p === selected, `tab ${selected}: panel ${p} ${shown ? 'shown' : 'hidden'}`);
+      }
+    }
+    await page.close();
+  });
+
   test('load time and a share link restore the state', async () => {
     const page = await newPage('gpu');
     const t0 = Date.now();

@@ -3,7 +3,8 @@
 //!
 //! Tensors are matched to parameters by their HF names through
 //! [`NAME_TABLE`](super::hf_names::NAME_TABLE), the one remapping table. Every parameter must find its tensor with the module's shape, and every tensor must be
-//! used: a missing, unexpected, wrong-shape or non-float tensor is a [`LoadError`] naming it.
+//! used: a missing, unexpected, wrong-shape or non-float tensor is a [`LoadError`] naming it, and so
+//! is one holding a NaN or an infinity (counted per kind).
 //!
 //! The files are memory-mapped and read one tensor at a time; the pages of a tensor are handed
 //! back to the kernel once it is converted, so the loader never holds the checkpoint twice (nor,
@@ -371,7 +372,7 @@ impl Loader<'_, '_> {
                 expected: expected.to_vec(),
             });
         };
-        let host = self.files[f].read(name)?;
+        let host = self.files[f].read_finite(name)?;
         if host.shape != expected {
             return Err(LoadError::ShapeMismatch {
                 tensor: name.to_string(),

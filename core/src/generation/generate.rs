@@ -125,7 +125,20 @@ impl GenerationConfig {
                 reason,
             };
             let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-            serde_json::from_str(&text)
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+            if !value.is_object() {
+                return Err(fail(format!("not a JSON object (it holds {value})")));
+            }
+            // Each token field on its own, so a bad value is named by its field.
+            for field in ["eos_token_id", "pad_token_id"] {
+                let v = value.get(field).cloned().unwrap_or(serde_json::Value::Null);
+                let probe = serde_json::json!({ field: v });
+                if let Err(e) = serde_json::from_value::<Tokens>(probe) {
+                    return Err(fail(format!("`{field}` = {v}: {e}")));
+                }
+            }
+            serde_json::from_value(value)
                 .map(Some)
                 .map_err(|e| fail(format!("token ids: {e}")))
         };

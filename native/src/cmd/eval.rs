@@ -1,10 +1,16 @@
 //! `aqn-native eval RUN_DIR|MODEL_DIR`: greedy, noise-free held-out accuracy of a run's
 //! checkpoint or of an HF model folder, scored with the strict GSM8K reward (SPEC.md section 7).
+//!
+//! Nothing is scored from weights that are not finite: the checkpoint loader refuses a tensor
+//! (base, full fine-tuning weights or adapter) holding a NaN or an infinity, naming it and
+//! counting each kind, so an all-NaN model is an error rather than "0.0%".
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::checkpoint::loader::CONFIG_FILE as CONFIG_JSON;
 use aqn_core::generation::GenerationConfig;
+use aqn_core::model::Qwen2Config;
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::run::dir::CONFIG_FILE;
 use aqn_core::tokenizer::Qwen2Tokenizer;
@@ -136,6 +142,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (config, checkpoint) = setup(&args)?;
     let device = args.backend.device()?;
     let model_dir = resolve_model_dir(&config.model.path)?;
+    // The architecture first: a config.json that is missing a field or holds a wrong type is
+    // named here, before the tokenizer and the generation settings read the same file.
+    Qwen2Config::from_file(&model_dir.join(CONFIG_JSON))
+        .with_context(|| format!("reading the model of {}", model_dir.display()))?;
     let tokenizer = Qwen2Tokenizer::from_dir(&model_dir)
         .with_context(|| format!("loading the tokenizer of {}", model_dir.display()))?;
     let generation = GenerationConfig::from_checkpoint(&model_dir, config.rollout.max_response_len)
