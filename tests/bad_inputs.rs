@@ -4,7 +4,7 @@
 //!
 //! Classes: non-finite numbers in the tools; sizes checked before allocating; user files never
 //! lost; errors that say what is wrong; `serve`'s limits; the new-user trial. Every `check`,
-//! `refused` and `accepted` call below is one case (66 in all).
+//! `refused` and `accepted` call below is one case (67 in all).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -838,6 +838,15 @@ fn model_and_data_errors_name_field_and_file() {
         model.join("generation_config.json"),
     )
     .unwrap();
+
+    refused(
+        "eval --problems above the test set",
+        &["eval", s(&model), "--problems", "100000"],
+        &[
+            "--problems 100000 is above the",
+            "problems of the test set (synthetic)",
+        ],
+    );
 
     let empty = tmp_with("empty_test.jsonl", "");
     let set = format!("data.test={}", s(&empty));

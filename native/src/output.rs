@@ -1,10 +1,10 @@
 //! The files the commands write (`quantize --output`, `srdd --output/--plot`, `schedule --plot`,
-//! `report`, `random-model --out`), under one policy:
+//! `report`, `random-model --out`, `bench --json`), under one policy:
 //!
 //! - never over one of the command's own inputs (the same path, a symlink or a hard link to it);
 //! - an existing file is replaced only when aqn-native wrote it (recognized by its content: the
-//!   `aqn.` metadata of a safetensors file, the schema of an SRDD report, the [`MARK`] comment of a
-//!   chart or a Markdown report) or when the user passes `--overwrite`;
+//!   `aqn.` metadata of a safetensors file, the schema of an SRDD report or of a JSON report, the
+//!   [`MARK`] comment of a chart or a Markdown report) or when the user passes `--overwrite`;
 //! - always through a temporary file renamed into place, so an interrupted write never leaves a
 //!   truncated file (`aqn_core::atomic_write`).
 
@@ -34,6 +34,8 @@ pub enum OutputKind {
     SrddReport,
     /// An SVG chart or a Markdown report starting with [`MARK`].
     Marked,
+    /// A JSON object with all of these keys (a `bench --json` report).
+    Json(&'static [&'static str]),
 }
 
 impl OutputKind {
@@ -46,6 +48,9 @@ impl OutputKind {
                 .is_some_and(|t| SrddReport::from_json(&t).is_ok()),
             OutputKind::Marked => read_limited(path, MARK.len() as u64)
                 .is_some_and(|b| b.starts_with(MARK.as_bytes())),
+            OutputKind::Json(keys) => read_limited(path, MAX_REPORT_BYTES)
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| keys.iter().all(|k| v.get(k).is_some())),
         }
     }
 }

@@ -9,6 +9,7 @@
 //   bound of f32 block sums, (B + 3) 2^-24 relative (aqn_core::error_stats).
 // - Every panel renders (screenshots under target/web-test/, checked not blank, and every plot
 //   canvas holds a drawing), and invalid input shows the core's error message inline.
+// - A tensor without a finite value shows its non-finite count and no metric (no 0 or infinity).
 // - Only the selected tab's panel is displayed; the run viewer shows one row per step (the
 //   trainer's two lines of an evaluation step merged) and keeps the rollouts' reward/acc out of
 //   the validation accuracy.
@@ -278,6 +279,26 @@ describe('quantization lab', () => {
     await page.waitForFunction(() => document.body.dataset.lab === 'done', null, WAIT);
     const count = await page.locator('td[data-metric=count]').getAttribute('data-value');
     assert.equal(count, '2048');
+    await page.close();
+  });
+
+  test('an all-NaN tensor gets its non-finite count and no metric', async () => {
+    const page = await newPage('cpu');
+    const values = new Float32Array(64 * 32).fill(NaN);
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (64, 32), }";
+    while ((10 + header.length + 1) % 64) { header += ' '; }
+    header += '\n';
+    const pre = Buffer.from([0x93, ...Buffer.from('NUMPY'), 1, 0, header.length & 0xff, header.length >> 8]);
+    const npy = Buffer.concat([pre, Buffer.from(header), Buffer.from(values.buffer)]);
+    await page.goto(`${baseUrl}?panel=lab&src=upload&fmt=mxfp4`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'yes', null, WAIT);
+    await page.setInputFiles('input[name=upload]', { name: 'nan.npy', mimeType: 'application/octet-stream', buffer: npy });
+    await page.waitForFunction(() => document.body.dataset.lab === 'done', null, WAIT);
+    const value = (m) => page.locator(`td[data-metric=${m}]`).getAttribute('data-value');
+    assert.equal(await value('non_finite'), '2048');
+    assert.equal(await value('count'), '0');
+    for (const m of ['mean_relative_error', 'sqnr_db', 'norm_relative_error']) { assert.equal(await value(m), 'n/a', m); }
+    assert.match(await page.locator('#lab-non-finite').innerText(), /2,048 pairs hold NaN or an infinity/);
     await page.close();
   });
 });

@@ -36,7 +36,8 @@ pub struct EvalArgs {
     /// The checkpoint step of a run folder (default: the latest).
     #[arg(long, value_name = "N")]
     step: Option<u64>,
-    /// Held-out problems to evaluate (default: the run's `eval.problems`; 0: the whole test set).
+    /// Held-out problems to evaluate (default: the run's `eval.problems`; 0: the whole test set;
+    /// more than the test set holds is refused).
     #[arg(long, value_name = "N")]
     problems: Option<usize>,
     /// For a model folder: the preset whose `[quant]` and data apply (`--set` overrides them,
@@ -151,6 +152,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let generation = GenerationConfig::from_checkpoint(&model_dir, config.rollout.max_response_len)
         .with_context(|| format!("reading the generation config of {}", model_dir.display()))?;
     let problems = ProblemSet::load(&config.data).context("loading the held-out problems")?;
+    if let Some(n) = args.problems
+        && n > problems.test.len()
+    {
+        bail!(
+            "--problems {n} is above the {} problems of the test set ({}); give at most {} (0: all of them)",
+            problems.test.len(),
+            config.data.test,
+            problems.test.len()
+        );
+    }
+    // The configuration's eval.problems is capped at the test set as the trainer caps it.
     let count = match args.problems.unwrap_or(config.eval.problems) {
         0 => problems.test.len(),
         n => n.min(problems.test.len()),

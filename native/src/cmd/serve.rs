@@ -10,7 +10,8 @@
 //! a header section over 32 KiB or 100 lines 431, a request with a body 413 (GET and HEAD carry
 //! none), a client that has not sent its whole request head within the timeout 408, and a
 //! connection beyond the most served at once 503. No request can make the server hold more than
-//! a few tens of KiB or a thread for longer than the timeout.
+//! a few tens of KiB or a thread for longer than the timeout; refusals are answered by one
+//! extra thread.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,7 +35,7 @@ pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// How long a response write may block on a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the refusal of an extra connection may block the accepting thread.
+/// How long writing the refusal of an extra connection may block the refusing thread.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The bounds every connection is served under.
@@ -379,25 +380,44 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Refusals queued for the refusing thread at most; beyond that an extra connection is closed
+/// without an answer.
+const MAX_PENDING_REFUSALS: usize = 64;
+
+/// Answers 503 to the connections handed to it, one at a time on one thread (lingering briefly
+/// so the client reads the answer), so refusing never holds more than one extra thread.
+fn refuser(connections: std::sync::mpsc::Receiver<TcpStream>, max_connections: usize) {
+    let text =
+        format!("the server is busy: {max_connections} connections are open (--max-connections)\n");
+    for mut stream in connections {
+        let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
+        if respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain",
+            text.as_bytes(),
+            false,
+        )
+        .is_ok()
+            && let Ok(clone) = stream.try_clone()
+        {
+            linger_close(&mut stream, &mut BufReader::new(clone));
+        }
+    }
+}
+
 /// Serves `root` on `listener` until the process ends: one thread per connection, at most
-/// `limits.max_connections` at once (the others get 503 and are closed at once).
+/// `limits.max_connections` at once (the others get 503 from one refusing thread and are
+/// closed).
 pub fn serve(listener: TcpListener, root: PathBuf, limits: Limits) {
     let open = Arc::new(AtomicUsize::new(0));
+    let (refuse, refusals) = std::sync::mpsc::sync_channel(MAX_PENDING_REFUSALS);
+    std::thread::spawn(move || refuser(refusals, limits.max_connections));
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        let Ok(stream) = stream else { continue };
         if open.load(Ordering::SeqCst) >= limits.max_connections {
-            let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
-            let text = format!(
-                "the server is busy: {} connections are open (--max-connections)\n",
-                limits.max_connections
-            );
-            let _ = respond(
-                &mut stream,
-                "503 Service Unavailable",
-                "text/plain",
-                text.as_bytes(),
-                false,
-            );
+            // A full queue drops the connection: closing it is the cheapest refusal.
+            let _ = refuse.try_send(stream);
             continue;
         }
         open.fetch_add(1, Ordering::SeqCst);

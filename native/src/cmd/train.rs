@@ -121,6 +121,10 @@ fn locate_in_file(sources: &ConfigSources, error: ConfigError) -> anyhow::Error 
         return error.into();
     };
     if let ConfigError::Schema(message) = &error {
+        if message.starts_with("--set ") {
+            // A --set broke the schema, and resolve has named it.
+            return error.into();
+        }
         let probe = |prefix: &[aqn_core::config::FileSetting]| {
             let sets: Vec<String> = prefix.iter().map(|s| s.as_override()).collect();
             let last = sets.last().cloned().unwrap_or_default();
@@ -139,7 +143,12 @@ fn locate_in_file(sources: &ConfigSources, error: ConfigError) -> anyhow::Error 
                 _ => None,
             }
         };
-        if let Some((setting, why)) = file.first_rejected(probe) {
+        // The setting whose addition gives the resolution's own message; failing that (a
+        // combination of settings), the first one refused.
+        let found = file
+            .first_rejected(|prefix| probe(prefix).filter(|m| m == message))
+            .or_else(|| file.first_rejected(probe));
+        if let Some((setting, why)) = found {
             return anyhow::anyhow!("{}: {why}", file.locate(setting));
         }
         return anyhow::anyhow!("{}: invalid configuration: {message}", file.path);

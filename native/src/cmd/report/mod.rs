@@ -18,9 +18,11 @@ use aqn_core::run::dir::{CONFIG_FILE, SUMMARY_FILE};
 use aqn_core::train::config::Category;
 use aqn_core::train::{RunSummary, TrainConfig};
 use clap::Args;
-use plotters::prelude::*;
 
 use crate::output::{self, OutputKind};
+
+mod curves;
+use curves::draw_curves;
 
 /// Arguments of `report`.
 #[derive(Args)]
@@ -465,76 +467,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-const PLOT_SIZE: (u32, u32) = (960, 540);
-
-fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e:?}")
-}
-
-/// A line chart of held-out accuracy (%) per step, written to `path` (with aqn-native's mark;
-/// the caller has checked the target).
-fn draw_curves(path: &Path, title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let svg = render_curves(title, curves)?;
-    output::write(path, output::marked("report", &svg).as_bytes())
-}
-
-/// The chart of [`draw_curves`] as an SVG document.
-fn render_curves(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<String> {
-    let x_max = curves
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|p| p.0))
-        .fold(1.0f64, f64::max);
-    let y_max = curves
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|p| p.1))
-        .fold(10.0f64, f64::max);
-    let mut svg = String::new();
-    let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..(y_max * 1.1).min(100.0))
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("held-out accuracy (%)")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(plot_error)?;
-    for (i, (name, points)) in curves.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(plot_error)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    drop(chart);
-    drop(root);
-    Ok(svg)
 }
 
 /// File-name-safe version of an Exp ID.
