@@ -214,7 +214,7 @@ fn refuse_non_finite(rows: &[Row], allowed: bool) -> Result<()> {
             r.input_non_finite,
             r.elements,
             if r.metrics.is_none() {
-                " (no finite value: no metrics)"
+                " (no finite pair of x and q(x): no metrics)"
             } else {
                 " (left out of its metrics)"
             }
