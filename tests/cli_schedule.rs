@@ -310,7 +310,12 @@ fn plot_writes_an_svg_chart_with_axes() {
     let path = temp("e5b.svg");
     ok(&["--preset", "e5b", "--plot", path.to_str().unwrap()]);
     let svg = std::fs::read_to_string(&path).unwrap();
-    assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+    // aqn-native's mark (by which it recognizes its own files), then the SVG document.
+    assert!(
+        svg.starts_with("<!-- written by aqn-native schedule -->\n<svg"),
+        "{}",
+        &svg[..80.min(svg.len())]
+    );
     assert!(svg.trim_end().ends_with("</svg>"));
     let texts = svg_texts(&svg);
     for label in ["optimizer step", "sigma", "sigma(step)", "100", "5.0e-2"] {

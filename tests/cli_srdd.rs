@@ -231,7 +231,17 @@ fn plot_and_rin() {
         "not an SVG"
     );
     assert!(text.contains("deadzone_ratio") && text.contains("mxfp4:rceil"));
-    assert!(text.contains("threshold 0.05"), "no threshold line");
+    // The FP4 formats' default deadzone threshold (aqn_core::srdd::thresholds).
+    assert!(text.contains("threshold 0.15"), "no threshold line");
+    assert!(text.starts_with("<!-- written by aqn-native srdd -->"));
+    assert!(
+        stderr(&o).contains(&format!(
+            "wrote the SRDD chart (deadzone_ratio) to {}",
+            svg.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
     assert!(text.matches("<rect").count() > 3, "bars missing");
     // --rin prints one multiplier per layer; the variable policy's average to 1.
     let out = stdout(&o);

@@ -112,6 +112,17 @@ fn run_folder_final_eval_resume_eval_and_report() {
             assert!(ckpt.join(file).is_file(), "step {step}: {file} missing");
         }
     }
+    // The adapter names its base by its public identity (not the temporary folder the built-in
+    // model was unpacked to) and carries the base's tokenizer, so AutoTokenizer loads from it.
+    let adapter = full.join("checkpoints/step_3/adapter");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["base_model_name_or_path"], "builtin:tiny");
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        assert!(adapter.join(file).is_file(), "adapter: {file} missing");
+    }
     let m = metrics(&full);
     assert_eq!(val_steps(&m), vec![0, 2, 3]);
     let train_steps: Vec<u64> = m

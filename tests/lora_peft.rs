@@ -434,6 +434,28 @@ fn malformed_adapters_are_refused_naming_the_problem() {
             load_error(|c| c["lora_alpha"] = "x".into(), |_| {}, "alpha"),
             vec!["lora_alpha", "not a number"],
         ),
+        // An adapter whose values are not finite (a diverged run) is refused, naming the
+        // tensor and counting NaN and infinities (issue 20).
+        (
+            load_error(
+                |_| {},
+                |t| {
+                    let q = t.iter_mut().find(|t| t.name == q0).unwrap();
+                    let n = q.data.len() / 4;
+                    let bad: Vec<f32> = (0..n)
+                        .map(|i| if i % 2 == 0 { f32::NAN } else { f32::INFINITY })
+                        .collect();
+                    *q = OutTensor::float(q.name.clone(), q.shape.clone(), FloatDtype::F32, &bad);
+                },
+                "non_finite",
+            ),
+            vec![
+                "layers.0.self_attn.q_proj.lora_A.weight",
+                "in adapter_model.safetensors",
+                "NaN, ",
+                "+inf",
+            ],
+        ),
     ];
     for (i, (err, needles)) in cases.iter().enumerate() {
         for n in needles {
@@ -455,6 +477,24 @@ fn malformed_adapters_are_refused_naming_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no LoRA adapters"), "{err}");
+    // Saved from a model folder, an adapter carries the folder's tokenizer; saved from the
+    // built-in model's unpacked folder, it names the base `builtin:tiny`.
+    let model = base.clone().with_lora(&LoraConfig::default()).unwrap();
+    let dir = scratch("with_tokenizer");
+    save_lora_adapter(&model, &dir, fixture("qwen2-tied").to_str().unwrap()).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} not copied");
+    }
+    let tiny = aqn_core::checkpoint::builtin::materialize_tiny().unwrap();
+    let dir = scratch("builtin_identity");
+    save_lora_adapter(&model, &dir, tiny.to_str().unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG)).unwrap()).unwrap();
+    assert_eq!(cfg["base_model_name_or_path"], "builtin:tiny");
     let twice = base.with_lora(&LoraConfig::default()).unwrap();
     let err = twice
         .with_lora(&LoraConfig::default())

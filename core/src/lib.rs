@@ -1,12 +1,13 @@
 //! aqn-core: quantization-aware RL with Adaptive Quantization Noise.
 //!
-//! The pure-math modules (`formats`, `quant_error`, `error_stats`, `distributions`, `rng`,
-//! `tensor_file`, `npy_file`, `run`, `schedule`, `rin`, `catalogue`, the SRDD report) build for
+//! The pure-math modules (`formats`, `quant_error`, `non_finite`, `error_stats`, `distributions`,
+//! `rng`, `tensor_file`, `npy_file`, `run`, `schedule`, `rin`, `catalogue`, the SRDD report) build for
 //! `wasm32-unknown-unknown` without the `burn` feature; everything that needs tensors lives
 //! behind it. ARCHITECTURE.md draws the rooms and what flows between them.
 
 #[cfg(feature = "burn")]
 pub mod aqn;
+pub mod atomic_write;
 pub mod catalogue;
 #[cfg(feature = "burn")]
 pub mod checkpoint;
@@ -26,6 +27,7 @@ pub mod lora;
 pub mod model;
 pub mod name_pattern;
 pub mod named;
+pub mod non_finite;
 pub mod npy_file;
 #[cfg(feature = "burn")]
 pub mod ops;

@@ -11,6 +11,8 @@ use thiserror::Error;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::non_finite::NonFiniteCounts;
+
 /// Float dtypes aqn reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,6 +157,22 @@ pub enum TensorFileError {
     /// Writing failed.
     #[error("cannot serialize safetensors: {0}")]
     Write(String),
+    /// A tensor holding NaN or infinite values where finite numbers are required (a checkpoint
+    /// being loaded into a model).
+    #[error(
+        "tensor `{tensor}` in {source_name} holds {counts} among its {elements} values; a model \
+         with non-finite weights computes nothing meaningful"
+    )]
+    NonFinite {
+        /// Where.
+        source_name: String,
+        /// The tensor.
+        tensor: String,
+        /// Its values.
+        elements: usize,
+        /// How many are NaN, +inf, -inf.
+        counts: NonFiniteCounts,
+    },
 }
 
 /// A float tensor read into f32.
@@ -245,6 +263,29 @@ impl<'a> TensorFile<'a> {
             data: dtype.decode(view.data()),
         })
     }
+
+    /// [`TensorFile::read`], refusing a tensor with any NaN or infinite value
+    /// ([`TensorFileError::NonFinite`] names it and counts each kind).
+    pub fn read_finite(&self, name: &str) -> Result<HostTensor, TensorFileError> {
+        let t = self.read(name)?;
+        let counts = t.non_finite();
+        if !counts.is_clean() {
+            return Err(TensorFileError::NonFinite {
+                source_name: self.source_name.clone(),
+                tensor: name.to_string(),
+                elements: t.data.len(),
+                counts,
+            });
+        }
+        Ok(t)
+    }
+}
+
+impl HostTensor {
+    /// How many of its values are NaN, +inf, -inf.
+    pub fn non_finite(&self) -> NonFiniteCounts {
+        NonFiniteCounts::of(&self.data)
+    }
 }
 
 /// Reads a whole file into memory.
@@ -310,28 +351,40 @@ pub fn serialize(
     safetensors::serialize(views, metadata).map_err(|e| TensorFileError::Write(e.to_string()))
 }
 
-/// Writes a safetensors file tensor by tensor: the header (from the names, shapes and dtypes)
-/// first, then each tensor's values from `fill(index, &mut values)` encoded in `dtype`, so only
-/// one tensor is in memory at a time (a checkpoint of billions of values needs no buffer of its
-/// size).
+/// Writes a safetensors file tensor by tensor: the header (from the names, shapes and dtypes,
+/// and `metadata` as its `__metadata__`) first, then each tensor's values from
+/// `fill(index, &mut values)` encoded in `dtype`, so only one tensor is in memory at a time (a
+/// checkpoint of billions of values needs no buffer of its size). The file is written to a
+/// temporary name and renamed into place ([`crate::atomic_write`]): an interrupted write never
+/// leaves a truncated checkpoint at `path`.
 pub fn write_streaming(
     path: &std::path::Path,
     tensors: &[(String, Vec<usize>, FloatDtype)],
+    metadata: Option<&HashMap<String, String>>,
     mut fill: impl FnMut(usize, &mut Vec<f32>),
 ) -> Result<(), TensorFileError> {
+    use crate::atomic_write::{AtomicWriteError, WriteFailure, write_atomic_with};
     use std::io::Write;
-    let io = |source| TensorFileError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let width = |d: FloatDtype| match d {
-        FloatDtype::F32 => 4,
-        FloatDtype::F16 | FloatDtype::Bf16 => 2,
+    let width = |d: FloatDtype| -> usize {
+        match d {
+            FloatDtype::F32 => 4,
+            FloatDtype::F16 | FloatDtype::Bf16 => 2,
+        }
     };
     let mut header = serde_json::Map::new();
+    if let Some(meta) = metadata {
+        header.insert("__metadata__".into(), serde_json::json!(meta));
+    }
     let mut offset = 0usize;
     for (name, shape, dtype) in tensors {
-        let bytes = shape.iter().product::<usize>() * width(*dtype);
+        let bytes = shape
+            .iter()
+            .try_fold(width(*dtype), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                TensorFileError::Write(format!(
+                    "tensor `{name}` of shape {shape:?} has more bytes than this machine can address"
+                ))
+            })?;
         header.insert(
             name.clone(),
             serde_json::json!({
@@ -347,24 +400,30 @@ pub fn write_streaming(
     while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    out.write_all(&(text.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&text).map_err(io)?;
-    let mut values = Vec::new();
-    for (i, (name, shape, dtype)) in tensors.iter().enumerate() {
-        values.clear();
-        fill(i, &mut values);
-        let n: usize = shape.iter().product();
-        if values.len() != n {
-            return Err(TensorFileError::Write(format!(
-                "tensor `{name}` of shape {shape:?} was given {} values",
-                values.len()
-            )));
+    write_atomic_with(path, |out| {
+        out.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(WriteFailure::Io)?;
+        out.write_all(&text).map_err(WriteFailure::Io)?;
+        let mut values = Vec::new();
+        for (i, (name, shape, dtype)) in tensors.iter().enumerate() {
+            values.clear();
+            fill(i, &mut values);
+            let n: usize = shape.iter().product();
+            if values.len() != n {
+                return Err(WriteFailure::Content(format!(
+                    "tensor `{name}` of shape {shape:?} was given {} values",
+                    values.len()
+                )));
+            }
+            out.write_all(&dtype.encode(&values))
+                .map_err(WriteFailure::Io)?;
         }
-        out.write_all(&dtype.encode(&values)).map_err(io)?;
-    }
-    out.flush().map_err(io)
+        Ok(())
+    })
+    .map_err(|e| match e {
+        AtomicWriteError::Io { path, source } => TensorFileError::Io { path, source },
+        AtomicWriteError::Content { reason, .. } => TensorFileError::Write(reason),
+    })
 }
 
 #[cfg(test)]
@@ -381,7 +440,7 @@ mod tests {
             ("b".to_string(), vec![5], FloatDtype::F32),
             ("c".to_string(), vec![1], FloatDtype::Bf16),
         ];
-        write_streaming(&path, &tensors, |i, v| {
+        write_streaming(&path, &tensors, None, |i, v| {
             v.extend((0..[6, 5, 1][i]).map(|k| (i * 10 + k) as f32 * 0.5))
         })
         .unwrap();
@@ -394,8 +453,15 @@ mod tests {
         );
         assert_eq!(file.read("b").unwrap().data[4], 7.0);
         assert_eq!(file.read("c").unwrap().shape, vec![1]);
-        let err = write_streaming(&path, &tensors, |_, v| v.push(1.0)).unwrap_err();
+        let err = write_streaming(&path, &tensors, None, |_, v| v.push(1.0)).unwrap_err();
         assert!(err.to_string().contains("`a`"), "{err}");
+        // The failed write left the earlier file whole.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let meta: HashMap<String, String> = [("aqn.writer".to_string(), "test".to_string())].into();
+        write_streaming(&path, &tensors[1..2], Some(&meta), |_, v| v.resize(5, 2.0)).unwrap();
+        let again = std::fs::read(&path).unwrap();
+        let file = TensorFile::parse(&again, "x").unwrap();
+        assert_eq!(file.metadata()["aqn.writer"], "test");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -4,6 +4,8 @@ mod backend;
 mod cmd;
 mod device_quantize;
 mod distributed;
+mod limits;
+mod output;
 mod progress;
 mod table;
 

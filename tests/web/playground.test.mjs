@@ -9,6 +9,10 @@
 //   bound of f32 block sums, (B + 3) 2^-24 relative (aqn_core::error_stats).
 // - Every panel renders (screenshots under target/web-test/, checked not blank, and every plot
 //   canvas holds a drawing), and invalid input shows the core's error message inline.
+// - A tensor without a finite value shows its non-finite count and no metric (no 0 or infinity).
+// - Only the selected tab's panel is displayed; the run viewer shows one row per step (the
+//   trainer's two lines of an evaluation step merged) and keeps the rollouts' reward/acc out of
+//   the validation accuracy.
 // - The wasm size and the page load time go to target/web-test/report.json.
 
 import { after, before, describe, test } from 'node:test';
@@ -277,6 +281,26 @@ describe('quantization lab', () => {
     assert.equal(count, '2048');
     await page.close();
   });
+
+  test('an all-NaN tensor gets its non-finite count and no metric', async () => {
+    const page = await newPage('cpu');
+    const values = new Float32Array(64 * 32).fill(NaN);
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (64, 32), }";
+    while ((10 + header.length + 1) % 64) { header += ' '; }
+    header += '\n';
+    const pre = Buffer.from([0x93, ...Buffer.from('NUMPY'), 1, 0, header.length & 0xff, header.length >> 8]);
+    const npy = Buffer.concat([pre, Buffer.from(header), Buffer.from(values.buffer)]);
+    await page.goto(`${baseUrl}?panel=lab&src=upload&fmt=mxfp4`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'yes', null, WAIT);
+    await page.setInputFiles('input[name=upload]', { name: 'nan.npy', mimeType: 'application/octet-stream', buffer: npy });
+    await page.waitForFunction(() => document.body.dataset.lab === 'done', null, WAIT);
+    const value = (m) => page.locator(`td[data-metric=${m}]`).getAttribute('data-value');
+    assert.equal(await value('non_finite'), '2048');
+    assert.equal(await value('count'), '0');
+    for (const m of ['mean_relative_error', 'sqnr_db', 'norm_relative_error']) { assert.equal(await value(m), 'n/a', m); }
+    assert.match(await page.locator('#lab-non-finite').innerText(), /2,048 pairs hold NaN or an infinity/);
+    await page.close();
+  });
 });
 
 describe('schedules', () => {
@@ -319,8 +343,17 @@ describe('run viewer', () => {
     await page.goto(`${baseUrl}?panel=runs&run=sample`);
     await page.waitForFunction(() => document.body.dataset.runs === 'done', null, WAIT);
     const summary = await page.locator('#runs-summary').innerText();
-    assert.match(summary, /metrics\.jsonl: 60 lines/);
+    // The sample holds 67 lines as the trainer writes them: step 0, one line per step and a
+    // second line for each evaluation step. The viewer shows one row per step.
+    const lines = readFileSync(join(ROOT, 'tests', 'fixtures', 'run_sample', 'metrics.jsonl'), 'utf8').trim().split('\n');
+    const steps = new Set(lines.map((l) => JSON.parse(l).step));
+    assert.equal(lines.length, 67);
+    assert.equal(steps.size, 61);
+    assert.match(summary, /metrics\.jsonl: 61 steps/);
+    assert.equal(await page.locator('#runs-summary').getAttribute('data-steps'), String(steps.size));
     assert.match(summary, /noise_audit\.jsonl: 49 lines, 4 targets/);
+    // Validation accuracy is the held-out evaluation only, never the rollouts' reward/acc.
+    assert.equal(await page.locator('#runs-summary').getAttribute('data-validation'), 'val/accuracy,val/accuracy_flexible,val_bf16/accuracy');
     await screenshot(page, 'runs-sample');
     await page.setInputFiles('input[name=metrics]', { name: 'metrics.jsonl', mimeType: 'text/plain', buffer: Buffer.from('{"step": 1, "reward/mean": 0.5}\n{"reward/mean": 0.6}\n') });
     await page.waitForFunction(() => !document.querySelector('#runs-error').hidden, null, WAIT);
@@ -330,6 +363,25 @@ describe('run viewer', () => {
 });
 
 describe('page', () => {
+  test('only the selected tab shows its panel', async () => {
+    const page = await newPage('cpu');
+    await page.goto(`${baseUrl}?panel=schedules`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'yes', null, WAIT);
+    const panels = ['schedules', 'lab', 'runs'];
+    for (const selected of panels) {
+      await page.click(`#tab-${selected}`);
+      for (const p of panels) {
+        const shown = await page.evaluate((id) => {
+          const el = document.getElementById(id);
+          const box = el.getBoundingClientRect();
+          return getComputedStyle(el).display !== 'none' && box.height > 0;
+        }, `panel-${p}`);
+        assert.equal(shown, p === selected, `tab ${selected}: panel ${p} ${shown ? 'shown' : 'hidden'}`);
+      }
+    }
+    await page.close();
+  });
+
   test('load time and a share link restore the state', async () => {
     const page = await newPage('gpu');
     const t0 = Date.now();

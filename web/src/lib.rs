@@ -255,7 +255,8 @@ pub fn digest(q: &[f32]) -> String {
     lab::digest(q)
 }
 
-/// Parses a run's `metrics.jsonl` into JSON columns `{steps, series: {name: [value|null]}}`.
+/// Parses a run's `metrics.jsonl` into JSON columns `{steps, series: {name: [value|null]},
+/// validation_accuracy: [name]}` (one row per step: lines of the same step are merged).
 #[wasm_bindgen]
 pub fn parse_metrics_jsonl(text: &str, file_name: &str) -> Result<String, JsError> {
     let log = runs::metrics(text, file_name).map_err(js_err)?;

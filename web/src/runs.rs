@@ -31,9 +31,29 @@ pub struct TargetColumns {
     pub ratio: Vec<Option<f64>>,
 }
 
+/// `metrics.jsonl` for the viewer: the columns (one row per step) and which metrics are
+/// held-out accuracies (plotted as validation accuracy; `reward/acc` goes with the rewards).
+#[derive(Serialize, Debug)]
+pub struct MetricsView {
+    /// The columns.
+    #[serde(flatten)]
+    pub log: MetricsLog,
+    /// The metrics that are validation accuracies (`aqn_core::run::log::is_validation_accuracy`).
+    pub validation_accuracy: Vec<String>,
+}
+
 /// Parses `metrics.jsonl`.
-pub fn metrics(text: &str, source_name: &str) -> Result<MetricsLog, String> {
-    parse_metrics(text, source_name).map_err(|e| e.to_string())
+pub fn metrics(text: &str, source_name: &str) -> Result<MetricsView, String> {
+    let log = parse_metrics(text, source_name).map_err(|e| e.to_string())?;
+    let validation_accuracy = log
+        .validation_accuracy_keys()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    Ok(MetricsView {
+        log,
+        validation_accuracy,
+    })
 }
 
 /// Parses `noise_audit.jsonl` into columns.
@@ -75,6 +95,17 @@ pub fn audit(text: &str, source_name: &str) -> Result<AuditColumns, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_name_the_validation_accuracies() {
+        let text = "{\"step\": 1, \"reward/acc\": 0.5}\n{\"step\": 1, \"val/accuracy\": 0.25}";
+        let v = metrics(text, "m.jsonl").unwrap();
+        assert_eq!(v.log.steps, vec![1]);
+        assert_eq!(v.validation_accuracy, vec!["val/accuracy"]);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["validation_accuracy"][0], "val/accuracy");
+        assert_eq!(json["series"]["reward/acc"][0], 0.5);
+    }
 
     #[test]
     fn targets_align_with_lines() {

@@ -251,11 +251,16 @@ export function createLab(root, aqn, gpuReady) {
       h('span', { class: 'badge ' + (backend === 'webgpu' ? 'gpu' : 'cpu'), id: 'lab-backend', 'data-backend': backend }, backend === 'webgpu' ? `WebGPU: ${gpuInfo.gpu.name}` : 'CPU (wasm)'),
       ` ${label} on ${t.label}, ${t.x.length.toLocaleString('en-US')} elements in rows of ${t.rowLen}: ${ms.toFixed(1)} ms`,
       backend === 'cpu' && reason ? h('div', { class: 'note', id: 'lab-fallback' }, 'Not on WebGPU: ' + reason) : null,
+      metrics.non_finite > 0 ? h('div', { class: 'error', id: 'lab-non-finite' }, `${metrics.non_finite.toLocaleString('en-US')} pairs hold NaN or an infinity and are left out of every metric` + (metrics.count === 0 ? '; no finite value is left, so there is no metric to show.' : '.')) : null,
     ].filter(Boolean));
+    // With no finite pair every metric would be a meaningless 0 or infinity: none is shown.
+    const shown = (key) => metrics.count > 0 || key === 'count' || key === 'non_finite';
     const digest = aqn.digest(q);
     table.replaceChildren(
       h('tr', {}, h('th', {}, 'metric'), h('th', {}, 'value')),
-      ...METRICS.map(([key, name, f]) => h('tr', {}, h('td', {}, name), h('td', { class: 'num', 'data-metric': key, 'data-value': String(metrics[key] ?? 'Infinity') }, f(metrics[key] ?? Infinity)))),
+      ...METRICS.map(([key, name, f]) => h('tr', {}, h('td', {}, name), shown(key)
+        ? h('td', { class: 'num', 'data-metric': key, 'data-value': String(metrics[key] ?? 'Infinity') }, f(metrics[key] ?? Infinity))
+        : h('td', { class: 'num', 'data-metric': key, 'data-value': 'n/a' }, 'n/a'))),
       h('tr', {}, h('td', {}, 'q digest (FNV-1a of the bits)'), h('td', { class: 'num', 'data-metric': 'q_digest', 'data-value': digest }, digest)),
     );
     draw(t, q, stats, label);

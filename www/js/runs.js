@@ -97,8 +97,11 @@ export function createRuns(root, aqn) {
   }
 
   function draw() {
-    const acc = seriesMatching(/(^|\/)(acc|accuracy)/i).map((s) => ({ ...s, y: s.y, points: false }));
-    linePlot(canvases.acc, { title: 'Validation accuracy', xLabel: 'step', yLabel: 'accuracy', series: acc.map((s) => withGaps(s)), empty: 'no */accuracy metric' });
+    // Held-out accuracies as aqn-core classifies them (val/accuracy...); the rollouts'
+    // reward/acc is a training accuracy and is drawn with the rewards.
+    const accKeys = metrics ? metrics.validation_accuracy : [];
+    const acc = accKeys.map((k, i) => ({ name: k, x: metrics.steps, y: metrics.series[k], color: PALETTE[i % PALETTE.length], points: false }));
+    linePlot(canvases.acc, { title: 'Validation accuracy (held-out)', xLabel: 'step', yLabel: 'accuracy', series: acc.map((s) => withGaps(s)), empty: 'no val/accuracy metric' });
     linePlot(canvases.reward, { title: 'Reward', xLabel: 'step', yLabel: 'reward', series: seriesMatching(/^reward\//), empty: 'no reward/* metric' });
     const sig = [];
     if (metrics && metrics.series['aqn/sigma']) { sig.push({ name: 'scheduled sigma (aqn/sigma)', x: metrics.steps, y: metrics.series['aqn/sigma'], color: '#1d2433', dash: [5, 3] }); }
@@ -113,10 +116,15 @@ export function createRuns(root, aqn) {
     linePlot(canvases.sigma, { title: 'Noise: scheduled sigma and realized std', xLabel: 'step', yLabel: 'sigma', yLog: logY.checked, series: sig, legendPos: 'left-bottom', empty: 'load metrics.jsonl and the noise audit' });
     linePlot(canvases.ratio, { title: 'Realized std / applied sigma per target (colours as in the noise plot)', xLabel: 'step', yLabel: 'ratio', series: ratio, legend: false, empty: 'load the noise audit' });
     const key = extra.value;
-    linePlot(canvases.extra, { title: key ? `Metric: ${key}` : 'Metric', xLabel: 'step', yLabel: key || '', series: metrics && key ? [{ name: key, x: metrics.steps, y: metrics.series[key] }] : [], empty: 'load metrics.jsonl' });
+    linePlot(canvases.extra, { title: key ? `Metric: ${key}` : 'Metric', xLabel: 'step', yLabel: key || '', series: metrics && key ? [withGaps({ name: key, x: metrics.steps, y: metrics.series[key] })] : [], empty: 'load metrics.jsonl' });
+    if (metrics) {
+      // One row per step (aqn-core merges the trainer's lines of one step).
+      summary.dataset.steps = String(metrics.steps.length);
+      summary.dataset.validation = accKeys.join(',');
+    }
     if (metrics || audit) {
       summary.textContent = [
-        metrics ? `${names.metrics}: ${metrics.steps.length} lines, ${Object.keys(metrics.series).length} metrics` : null,
+        metrics ? `${names.metrics}: ${metrics.steps.length} steps, ${Object.keys(metrics.series).length} metrics` : null,
         audit ? `${names.audit}: ${audit.steps.length} lines, ${audit.targets.length} targets` : null,
       ].filter(Boolean).join('; ');
       document.body.dataset.runs = 'done';
@@ -128,7 +136,8 @@ export function createRuns(root, aqn) {
     return name.replace(/^model\./, '').replace(/\.weight$/, '');
   }
 
-  // Sparse series (evaluated every N steps) are drawn through their points only.
+  // Sparse series (evaluated every N steps, or a metric some steps lack) are drawn through
+  // their points only.
   function withGaps(s) {
     const x = []; const y = [];
     s.y.forEach((v, i) => { if (v !== null) { x.push(s.x[i]); y.push(v); } });

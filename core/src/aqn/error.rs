@@ -99,7 +99,7 @@ pub enum AqnError {
         path: String,
         /// Why.
         #[source]
-        source: LoadError,
+        source: Box<LoadError>,
     },
     /// The SRDD scan of the base model (or building its report) failed.
     #[error("the SRDD {stage} of {path} for the RIN policy")]

@@ -58,7 +58,7 @@ impl BaseModelScan<'_> {
         )
         .map_err(|source| AqnError::ScanLoad {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let prompts = &self.prompts[..self.prompts.len().min(SRDD_SCAN_PROMPTS)];
         let metrics = scan(&base.valid(), prompts, SrddCapture::Outputs, &spec, |_| {}).map_err(

@@ -27,9 +27,12 @@ const FILES: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// Writes the built-in model into a cache folder named after its content (once) and returns
-/// the folder, so it loads through the same code as any HF checkpoint.
-pub fn materialize_tiny() -> std::io::Result<PathBuf> {
+/// The name of the built-in tiny model in configurations (`model.path`) and in the files aqn
+/// writes about it (a PEFT adapter's `base_model_name_or_path`).
+pub const TINY_NAME: &str = "builtin:tiny";
+
+/// The content hash that names the built-in model's cache folder.
+fn tiny_hash() -> u64 {
     let mut hash = 0u64;
     for (name, bytes) in FILES {
         hash = crate::rng::mix64(hash ^ crate::task::synthetic::question_hash(name));
@@ -39,7 +42,29 @@ pub fn materialize_tiny() -> std::io::Result<PathBuf> {
             hash = crate::rng::mix64(hash ^ u64::from_le_bytes(w));
         }
     }
-    let dir = std::env::temp_dir().join(format!("aqn-builtin-tiny-{hash:016x}"));
+    hash
+}
+
+/// The cache folder [`materialize_tiny`] unpacks the built-in model into.
+fn tiny_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("aqn-builtin-tiny-{:016x}", tiny_hash()))
+}
+
+/// The public identity of a model folder: [`TINY_NAME`] for the built-in model's cache folder
+/// (a temporary path that means nothing outside this machine and run), else the path itself.
+pub fn model_identity(dir: &std::path::Path) -> String {
+    if crate::atomic_write::same_file(dir, &tiny_dir()) {
+        TINY_NAME.to_string()
+    } else {
+        dir.display().to_string()
+    }
+}
+
+/// Writes the built-in model into a cache folder named after its content (once) and returns
+/// the folder, so it loads through the same code as any HF checkpoint.
+pub fn materialize_tiny() -> std::io::Result<PathBuf> {
+    let hash = tiny_hash();
+    let dir = tiny_dir();
     if !dir.join(FILES[FILES.len() - 1].0).exists() {
         // Write into a fresh folder and rename it into place, so concurrent runs never read a
         // half-written model.
@@ -57,4 +82,18 @@ pub fn materialize_tiny() -> std::io::Result<PathBuf> {
         }
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unpacked_folder_is_named_builtin_tiny() {
+        let dir = materialize_tiny().unwrap();
+        assert_eq!(model_identity(&dir), TINY_NAME);
+        assert_eq!(model_identity(&dir.join(".")), TINY_NAME);
+        let other = std::env::temp_dir();
+        assert_eq!(model_identity(&other), other.display().to_string());
+    }
 }

@@ -4,7 +4,8 @@
 //! Tensors are matched to parameters by their HF names ([`super::hf_names`]). Every parameter
 //! must find its tensor with the module's shape, and every tensor must be used (or be one of
 //! [`IGNORED_TENSORS`](super::hf_names::IGNORED_TENSORS)): a missing, unexpected, wrong-shape or
-//! non-float tensor is a [`LoadError`] naming it.
+//! non-float tensor is a [`LoadError`] naming it, and so is one holding a NaN or an infinity
+//! (counted per kind).
 //!
 //! The files are memory-mapped and read one tensor at a time; the pages of a tensor are handed
 //! back to the kernel once it is converted, so the loader never holds the checkpoint twice (nor,
@@ -372,7 +373,7 @@ impl Loader<'_, '_> {
                 expected: expected.to_vec(),
             });
         };
-        let host = self.files[f].read(name)?;
+        let host = self.files[f].read_finite(name)?;
         if host.shape != expected {
             return Err(LoadError::ShapeMismatch {
                 tensor: name.to_string(),

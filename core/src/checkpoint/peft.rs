@@ -12,7 +12,7 @@
 //! Loading checks every field that changes the math: a PEFT feature not implemented here (DoRA,
 //! rank or alpha patterns, trained biases, `modules_to_save`, layer subsets, regex targets, ...)
 //! is refused naming the field; every tensor the config implies must be present with the shape
-//! the model and the rank imply, and no other tensor may be.
+//! the model and the rank imply and hold only finite values, and no other tensor may be.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -81,13 +81,32 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoraError + '_ {
     }
 }
 
+/// The tokenizer files of an HF model folder that an adapter folder carries along, so that
+/// `AutoTokenizer.from_pretrained(adapter_dir)` works as it does for adapters on the hub.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+];
+
 /// Writes the model's adapters into `dir` (created if needed) in PEFT's format.
-/// `base_model_name_or_path` goes into the config (PEFT loads the base from there when asked).
+///
+/// `base_model_name_or_path` is the base model's folder. Its public identity goes into the
+/// config (PEFT loads the base from there when asked): the folder's path, or `builtin:tiny` for
+/// the built-in model, whose unpacked folder is a temporary path
+/// ([`super::builtin::model_identity`]). Its tokenizer files ([`TOKENIZER_FILES`]) are copied
+/// next to the adapter.
 pub fn save_lora_adapter(
     model: &Qwen2ForCausalLM,
     dir: &Path,
     base_model_name_or_path: &str,
 ) -> Result<(), LoraError> {
+    let base_dir = Path::new(base_model_name_or_path);
+    let identity = super::builtin::model_identity(base_dir);
     let config = model.lora_config()?.ok_or(LoraError::NoAdapters)?;
     let mut tensors = Vec::new();
     for (site, adapter) in model.lora_adapters() {
@@ -111,9 +130,15 @@ pub fn save_lora_adapter(
     let weights = dir.join(ADAPTER_WEIGHTS);
     std::fs::write(&weights, bytes).map_err(io(&weights))?;
     let cfg = dir.join(ADAPTER_CONFIG);
-    let text = serde_json::to_string_pretty(&adapter_config_json(&config, base_model_name_or_path))
+    let text = serde_json::to_string_pretty(&adapter_config_json(&config, &identity))
         .expect("a JSON value serializes");
     std::fs::write(&cfg, text + "\n").map_err(io(&cfg))?;
+    for file in TOKENIZER_FILES {
+        let src = base_dir.join(file);
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(file)).map_err(io(&src))?;
+        }
+    }
     Ok(())
 }
 
@@ -293,7 +318,7 @@ impl Qwen2ForCausalLM {
                     source_name: ADAPTER_WEIGHTS.into(),
                 });
             }
-            let t = file.read(name)?;
+            let t = file.read_finite(name)?;
             if &t.shape != shape {
                 return Err(LoraError::ShapeMismatch {
                     tensor: name.clone(),

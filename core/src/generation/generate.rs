@@ -5,7 +5,7 @@
 //! Each step's logits come back to the host, where the [`Sampler`] picks each row's token and the
 //! token's log-probability is taken **under the model's distribution at temperature 1**
 //! (`log_softmax(logits)[token]`, no top-k/top-p), whatever the sampler did: that is the policy's
-//! `logp_old` GRPO/PPO need (SPEC.md section 7), not the log-probability of the sampling
+//! `logp_old` GRPO/PPO need (docs/spec.md section 7), not the log-probability of the sampling
 //! distribution. Generation runs on `model.valid()`, so an autodiff model builds no graph.
 
 use burn::module::Module;
@@ -125,7 +125,20 @@ impl GenerationConfig {
                 reason,
             };
             let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-            serde_json::from_str(&text)
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+            if !value.is_object() {
+                return Err(fail(format!("not a JSON object (it holds {value})")));
+            }
+            // Each token field on its own, so a bad value is named by its field.
+            for field in ["eos_token_id", "pad_token_id"] {
+                let v = value.get(field).cloned().unwrap_or(serde_json::Value::Null);
+                let probe = serde_json::json!({ field: v });
+                if let Err(e) = serde_json::from_value::<Tokens>(probe) {
+                    return Err(fail(format!("`{field}` = {v}: {e}")));
+                }
+            }
+            serde_json::from_value(value)
                 .map(Some)
                 .map_err(|e| fail(format!("token ids: {e}")))
         };

@@ -24,6 +24,14 @@ pub const SUPPORTED_HIDDEN_ACT: &str = "silu";
 pub const SUPPORTED_ROPE_TYPE: &str = "default";
 /// The only attention kind implemented (`layer_types`).
 pub const SUPPORTED_LAYER_TYPE: &str = "full_attention";
+/// The fields a config.json must state (the sizes; every other field has HF's default).
+pub const REQUIRED_FIELDS: [&str; 5] = [
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+];
 
 /// Why a config was refused.
 #[derive(Debug, Error)]
@@ -43,6 +51,29 @@ pub enum ConfigError {
         source_name: String,
         /// serde's message.
         reason: String,
+    },
+    /// A field every Qwen2 config.json must state is absent (or null).
+    #[error(
+        "{source_name} has no `{field}`; a Qwen2 config.json must state {}",
+        REQUIRED_FIELDS.join(", ")
+    )]
+    MissingField {
+        /// Where the text came from.
+        source_name: String,
+        /// The HF field name.
+        field: &'static str,
+    },
+    /// A field whose JSON type is not the one HF writes.
+    #[error("{source_name}: `{field}` = {value} is not {expected}")]
+    WrongType {
+        /// Where the text came from.
+        source_name: String,
+        /// The HF field name.
+        field: String,
+        /// Its value as written.
+        value: String,
+        /// What HF writes there.
+        expected: String,
     },
     /// A field with a value this implementation refuses.
     #[error("config field `{field}` = {value}: {reason}")]
@@ -234,12 +265,48 @@ impl Qwen2Config {
         self
     }
 
-    /// Parses and validates `config.json` text.
+    /// Parses and validates `config.json` text. A missing size field, or a field of the wrong
+    /// JSON type, is named with the file.
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Self, ConfigError> {
-        let config: Self = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse = |reason: String| ConfigError::Parse {
             source_name: source_name.to_string(),
-            reason: e.to_string(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| parse(format!("not JSON: {e}")))?;
+        let object = value.as_object().ok_or_else(|| {
+            parse(format!(
+                "not a JSON object (it holds {})",
+                json_kind(&value)
+            ))
         })?;
+        for field in REQUIRED_FIELDS {
+            if object.get(field).is_none_or(serde_json::Value::is_null) {
+                return Err(ConfigError::MissingField {
+                    source_name: source_name.to_string(),
+                    field,
+                });
+            }
+        }
+        // Each field on its own first, so a type error names its field.
+        let template =
+            serde_json::to_value(Self::new(1, 1, 1, 1, 1, 1)).expect("a config serializes");
+        for (field, v) in object {
+            if v.is_null() || !template.as_object().is_some_and(|t| t.contains_key(field)) {
+                continue;
+            }
+            let mut probe = template.clone();
+            probe[field.as_str()] = v.clone();
+            if let Err(e) = serde_json::from_value::<Self>(probe) {
+                return Err(ConfigError::WrongType {
+                    source_name: source_name.to_string(),
+                    field: field.clone(),
+                    value: v.to_string(),
+                    expected: expected_of(&e.to_string()),
+                });
+            }
+        }
+        let config: Self = serde_json::from_value(value).map_err(|e| parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -441,6 +508,26 @@ impl Qwen2Config {
     }
 }
 
+/// The JSON type of a value, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// What serde expected, from its `invalid type: X, expected Y` message.
+fn expected_of(message: &str) -> String {
+    message
+        .split_once("expected ")
+        .map(|(_, e)| e.split(" at line").next().unwrap_or(e).to_string())
+        .unwrap_or_else(|| message.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +598,47 @@ mod tests {
         let e = refused(r#"{"rope_parameters": {"rope_theta": 5.0}}"#);
         assert!(e.contains("disagrees"), "{e}");
         let e = refused(r#"{"hidden_size": "big"}"#);
-        assert!(e.contains("edited is not a valid Qwen2 config.json"), "{e}");
+        assert_eq!(e, "edited: `hidden_size` = \"big\" is not usize");
+        let e = refused(r#"{"eos_token_id": "end"}"#);
+        assert!(
+            e.starts_with("edited: `eos_token_id` = \"end\" is not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_sizes_and_non_objects_are_named() {
+        let mut v: serde_json::Value = serde_json::from_str(LEGACY).unwrap();
+        v.as_object_mut().unwrap().remove("num_hidden_layers");
+        let e = Qwen2Config::from_json_str(&v.to_string(), "m/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m/config.json has no `num_hidden_layers`; a Qwen2 config.json must state vocab_size"),
+            "{e}"
+        );
+        v["num_hidden_layers"] = serde_json::Value::Null;
+        let e = Qwen2Config::from_json_str(&v.to_string(), "c").unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::MissingField {
+                field: "num_hidden_layers",
+                ..
+            }
+        ));
+        let e = Qwen2Config::from_json_str("4", "c")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "c is not a valid Qwen2 config.json: not a JSON object (it holds a number)"
+        );
+        let e = Qwen2Config::from_json_str("{", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c is not a valid Qwen2 config.json: not JSON"),
+            "{e}"
+        );
     }
 }

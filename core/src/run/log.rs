@@ -8,7 +8,14 @@
 //!   "realized_std": 0.00398, "multiplier": 1.0, "elements": 896, "layer": 0}],
 //!   "multipliers": [1.0, 1.2]}` (`multiplier`, `elements`, `layer` and `multipliers` optional).
 //!
-//! Parsing checks every line and names the first bad one; blank lines are skipped.
+//! Parsing checks every line and names the first bad one; blank lines are skipped. Lines with the
+//! same `step` are one row: the trainer writes a step's training metrics and its evaluation as
+//! two lines, and a resumed run may write a step again (the later value of a metric wins), so a
+//! curve never breaks at an evaluation step.
+//!
+//! Validation accuracy and training accuracy are told apart by namespace
+//! ([`is_validation_accuracy`]): `val/accuracy` is the held-out evaluation, `reward/acc` the
+//! fraction of correct rollouts of a training step.
 
 use std::collections::BTreeMap;
 
@@ -38,14 +45,38 @@ pub enum RunLogError {
     },
 }
 
-/// `metrics.jsonl` as columns: the steps, and per metric one value per step (None where a line
-/// does not have it).
+/// `metrics.jsonl` as columns: the steps, and per metric one value per step (None where no line
+/// of that step has it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MetricsLog {
-    /// The step of each line, in file order.
+    /// Each step once, in the order of its first line.
     pub steps: Vec<u64>,
     /// Each numeric metric, aligned with `steps`.
     pub series: BTreeMap<String, Vec<Option<f64>>>,
+}
+
+impl MetricsLog {
+    /// The metrics that are held-out (validation) accuracies, in name order.
+    pub fn validation_accuracy_keys(&self) -> Vec<&str> {
+        self.series
+            .keys()
+            .map(String::as_str)
+            .filter(|k| is_validation_accuracy(k))
+            .collect()
+    }
+}
+
+/// Whether a metric is a held-out accuracy: its namespace starts with `val` (`val/`,
+/// `val-core/`) and its last part with `acc` (`val/accuracy`, `val/accuracy_w4a4`). The
+/// rollouts' `reward/acc` is a training accuracy and is not one.
+pub fn is_validation_accuracy(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((namespace, _)) => {
+            let last = key.rsplit('/').next().unwrap_or("");
+            namespace.starts_with("val") && last.starts_with("acc")
+        }
+        None => false,
+    }
 }
 
 /// One target of one audit line.
@@ -98,6 +129,7 @@ pub fn parse_metrics(text: &str, source_name: &str) -> Result<MetricsLog, RunLog
         reason,
     };
     let mut log = MetricsLog::default();
+    let mut row_of: BTreeMap<u64, usize> = BTreeMap::new();
     for (line, l) in lines(text) {
         let value: serde_json::Value =
             serde_json::from_str(l).map_err(|e| bad(line, format!("not JSON: {e}")))?;
@@ -108,8 +140,11 @@ pub fn parse_metrics(text: &str, source_name: &str) -> Result<MetricsLog, RunLog
             .get(STEP)
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| bad(line, "no integer `step` >= 0".into()))?;
-        let row = log.steps.len();
-        log.steps.push(step);
+        let rows = log.steps.len();
+        let row = *row_of.entry(step).or_insert_with(|| {
+            log.steps.push(step);
+            rows
+        });
         for (key, v) in obj {
             if key == STEP {
                 continue;
@@ -118,12 +153,13 @@ pub fn parse_metrics(text: &str, source_name: &str) -> Result<MetricsLog, RunLog
             let column = log
                 .series
                 .entry(key.clone())
-                .or_insert_with(|| vec![None; row]);
-            column.resize(row, None);
-            column.push(Some(x));
+                .or_insert_with(|| vec![None; log.steps.len()]);
+            column.resize(log.steps.len(), None);
+            column[row] = Some(x);
         }
+        let n = log.steps.len();
         for column in log.series.values_mut() {
-            column.resize(row + 1, None);
+            column.resize(n, None);
         }
     }
     if log.steps.is_empty() {
@@ -180,6 +216,36 @@ mod tests {
         assert_eq!(log.series["reward/mean"], vec![Some(0.5), None, Some(0.75)]);
         assert_eq!(log.series["val/accuracy"], vec![None, Some(0.25), None]);
         assert!(!log.series.contains_key("phase"));
+    }
+
+    #[test]
+    fn lines_of_one_step_are_one_row() {
+        // The trainer's two lines for step 2 (training metrics, then the evaluation), and a
+        // resumed run writing step 3 again.
+        let text = "{\"step\": 0, \"val/accuracy\": 0.1}\n\
+                    {\"step\": 1, \"reward/mean\": 0.5, \"reward/acc\": 0.4}\n\
+                    {\"step\": 2, \"reward/mean\": 0.6, \"reward/acc\": 0.5}\n\
+                    {\"step\": 2, \"val/accuracy\": 0.3, \"val/accuracy_flexible\": 0.35}\n\
+                    {\"step\": 3, \"reward/mean\": 0.1}\n\
+                    {\"step\": 3, \"reward/mean\": 0.7}\n";
+        let log = parse_metrics(text, "m.jsonl").unwrap();
+        assert_eq!(log.steps, vec![0, 1, 2, 3]);
+        assert_eq!(
+            log.series["reward/mean"],
+            vec![None, Some(0.5), Some(0.6), Some(0.7)]
+        );
+        assert_eq!(
+            log.series["val/accuracy"],
+            vec![Some(0.1), None, Some(0.3), None]
+        );
+        assert_eq!(
+            log.validation_accuracy_keys(),
+            vec!["val/accuracy", "val/accuracy_flexible"]
+        );
+        assert!(!is_validation_accuracy("reward/acc"));
+        assert!(!is_validation_accuracy("reward/gen_acc"));
+        assert!(!is_validation_accuracy("accuracy"));
+        assert!(is_validation_accuracy("val/accuracy_w4a4"));
     }
 
     #[test]

@@ -32,4 +32,20 @@ pub enum SrddError {
     /// An SRDD report that cannot be built or read (the message names the field or layer).
     #[error("SRDD report is refused: {0}")]
     Report(String),
+    /// A captured tensor with NaN or infinite values: its quantization error is meaningless, so
+    /// the scan stops rather than report a number for it.
+    #[error(
+        "{what} holds {counts} among its {elements} values; SRDD cannot measure the quantization \
+         error of a model whose {kind} are not finite"
+    )]
+    NonFinite {
+        /// The tensor (`layer 3 output, prompt 2`, `layer 0 weight model.layers.0.mlp.up_proj`).
+        what: String,
+        /// `outputs`, `inputs`, `weights`.
+        kind: &'static str,
+        /// Its values.
+        elements: usize,
+        /// How many are NaN, +inf, -inf.
+        counts: crate::non_finite::NonFiniteCounts,
+    },
 }

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`report`] | [`SrddReport`]: the exact JSON schema of the original scanner, thresholds, metrics (pure; wasm32 too) |
 //! | [`scan`] | [`scan()`] (capture + metrics), [`build_report`], [`SrddCapture`] |
-//! | [`prompts`] | the built-in calibration prompts and prompt files |
+//! | [`thresholds`] | [`SrddThresholds`]: when a layer is flagged, the default per format |
+//! | [`prompts`] | the built-in calibration prompts and prompt files (with their size limits) |
 //! | [`error`] | [`SrddError`] |
 //!
 //! The capture hook of a projection's input is `crate::model::InputRecorder`. The command line
@@ -16,12 +17,14 @@ pub mod prompts;
 pub mod report;
 #[cfg(feature = "burn")]
 pub mod scan;
+pub mod thresholds;
 
 pub use error::SrddError;
 pub use prompts::{DEFAULT_PROMPTS, read_prompts};
 pub use report::{
     LayerMetrics, MetricStatistics, SrddBody, SrddConfig, SrddLayer, SrddMetric,
-    SrddRecommendations, SrddReport, SrddStrategy, SrddSummary, SrddThresholds,
+    SrddRecommendations, SrddReport, SrddStrategy, SrddSummary,
 };
 #[cfg(feature = "burn")]
 pub use scan::{EXACT_SQNR_DB, SrddCapture, build_report, iso8601, mean_metrics, scan};
+pub use thresholds::SrddThresholds;

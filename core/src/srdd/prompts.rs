@@ -20,18 +20,41 @@ pub const DEFAULT_PROMPTS: &[&str] = &[
     "You are a helpful assistant. Solve the problem and explain each step briefly.",
 ];
 
-/// The non-empty lines of a prompt file, in order.
+/// Largest prompt file read (checked before reading it): 16 MiB, thousands of times what a
+/// calibration set needs.
+pub const MAX_PROMPT_FILE_BYTES: u64 = 16 << 20;
+/// Most prompts a scan runs (each is a forward pass; the metrics are averaged over them).
+pub const MAX_PROMPTS: usize = 10_000;
+
+/// The non-empty lines of a prompt file, in order. A file above [`MAX_PROMPT_FILE_BYTES`] or with
+/// more than [`MAX_PROMPTS`] prompts is refused, naming the size and the limit.
 pub fn read_prompts(path: &Path) -> Result<Vec<String>, SrddError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SrddError::Prompts {
+    let refuse = |reason: String| SrddError::Prompts {
         path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| refuse(e.to_string()))?
+        .len();
+    if size > MAX_PROMPT_FILE_BYTES {
+        return Err(refuse(format!(
+            "it is {size} bytes, above the limit of {MAX_PROMPT_FILE_BYTES} bytes for a \
+             calibration set"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
     let prompts: Vec<String> = text
         .lines()
         .map(str::trim_end)
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect();
+    if prompts.len() > MAX_PROMPTS {
+        return Err(refuse(format!(
+            "it holds {} prompts, above the limit of {MAX_PROMPTS} (each is a forward pass)",
+            prompts.len()
+        )));
+    }
     if prompts.is_empty() {
         return Err(SrddError::Prompts {
             path: path.display().to_string(),

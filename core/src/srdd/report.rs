@@ -21,17 +21,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::SrddError;
+pub use super::thresholds::SrddThresholds;
+use crate::formats::QuantFormat;
 use crate::named::{UnknownName, named_enum};
 use crate::quant_error::ErrorMetrics;
 
-/// Default flag: SQNR below this many dB.
-pub const DEFAULT_SQNR_DB: f64 = 20.0;
-/// Default flag: deadzone ratio above this.
-pub const DEFAULT_DEADZONE: f64 = 0.05;
-/// Default flag: saturation ratio above this.
-pub const DEFAULT_SATURATION: f64 = 0.01;
-/// Default flag: mean relative error above this.
-pub const DEFAULT_RELATIVE_ERROR: f64 = 0.1;
 /// Scanner rule: fewer problematic layers than this fraction -> `targeted_mitigation`.
 pub const TARGETED_FRACTION: f64 = 0.1;
 /// Scanner rule: fewer than this fraction (and at least the one above) -> `mixed_approach`.
@@ -102,31 +96,6 @@ pub struct SrddConfig {
     pub num_layers: usize,
     /// The flag thresholds.
     pub thresholds: SrddThresholds,
-}
-
-/// `config.thresholds`: a layer is flagged when any of them is crossed.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SrddThresholds {
-    /// Flag when `sqnr_db` is below this.
-    pub sqnr_db: f64,
-    /// Flag when `deadzone_ratio` is above this.
-    pub deadzone: f64,
-    /// Flag when `saturation_ratio` is above this.
-    pub saturation: f64,
-    /// Flag when `relative_error` is above this.
-    pub relative_error: f64,
-}
-
-impl Default for SrddThresholds {
-    fn default() -> Self {
-        Self {
-            sqnr_db: DEFAULT_SQNR_DB,
-            deadzone: DEFAULT_DEADZONE,
-            saturation: DEFAULT_SATURATION,
-            relative_error: DEFAULT_RELATIVE_ERROR,
-        }
-    }
 }
 
 /// `report`.
@@ -316,7 +285,9 @@ pub struct SrddRecommendations {
 impl SrddRecommendations {
     /// The scanner's rule: by the fraction of flagged layers (< 10%, < 30%, else) and, in the
     /// middle band, by SQNR (< 15 dB -> mixed precision, else AQN). The details are the
-    /// scanner's sentences with the format name in place of "MXFP4".
+    /// scanner's sentences with the format name in place of "MXFP4" and its advice restated in
+    /// what aqn offers: `quant.exclude.layers` for higher precision, and only aqn's own formats
+    /// (never MXFP8, which aqn does not implement).
     pub fn from_layers(layers: &[SrddLayer], quant_type: &str) -> Self {
         let flagged: Vec<usize> = layers
             .iter()
@@ -345,14 +316,17 @@ impl SrddRecommendations {
         if fraction < TARGETED_FRACTION {
             r.strategy = Some(SrddStrategy::TargetedMitigation);
             r.details.push(format!("Only {head}"));
-            r.details
-                .push("Recommend: Keep problematic layers in higher precision (FP16/FP32).".into());
+            r.details.push(format!(
+                "Recommend: Keep the problematic layers unquantized (quant.exclude.layers = {flagged:?})."
+            ));
             r.mixed_precision_layers = flagged;
         } else if fraction < MIXED_FRACTION {
             r.strategy = Some(SrddStrategy::MixedApproach);
             r.details.push(head);
             r.details.push(
-                "Recommend: Mixed precision for critical layers + AQN for moderate issues.".into(),
+                "Recommend: Keep the critical layers (SQNR below 15 dB) unquantized \
+                 (quant.exclude.layers) and put AQN on the moderate ones."
+                    .into(),
             );
             for l in layers.iter().filter(|l| l.is_problematic) {
                 if l.sqnr_db < MIXED_PRECISION_SQNR_DB {
@@ -367,11 +341,48 @@ impl SrddRecommendations {
             r.details.push(format!(
                 "Warning: {quant_type} may not be suitable for this model."
             ));
-            r.details
-                .push("Recommend: Consider MXFP8 or higher precision format.".into());
+            r.details.push(higher_precision_advice(quant_type));
             r.mixed_precision_layers = flagged;
         }
         r
+    }
+}
+
+/// The formats aqn offers with more precision than `format`, most compact first.
+pub fn more_precise_formats(format: QuantFormat) -> &'static [QuantFormat] {
+    match format {
+        QuantFormat::Mxfp4 | QuantFormat::Nvfp4 => &[QuantFormat::Fp8, QuantFormat::Bf16],
+        QuantFormat::Fp8 => &[QuantFormat::Bf16],
+        QuantFormat::Bf16 => &[],
+    }
+}
+
+/// The format of a report's `quant_type` (`mxfp4:floor (weights)` -> MXFP4), if it names one.
+pub fn format_of(quant_type: &str) -> Option<QuantFormat> {
+    quant_type
+        .split([':', ' '])
+        .next()
+        .and_then(|f| f.parse().ok())
+}
+
+/// What to use instead of a format that does not suit the model: the more precise formats aqn
+/// offers, or no quantization.
+fn higher_precision_advice(quant_type: &str) -> String {
+    let formats = format_of(quant_type).map(more_precise_formats);
+    match formats {
+        Some([]) => "Recommend: Keep this model unquantized (quant.mode = \"bf16\") or quantize \
+                     only the healthy layers."
+            .into(),
+        Some(list) => format!(
+            "Recommend: Consider a more precise format aqn offers: {} (quant.weights).",
+            list.iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        None => "Recommend: Consider a more precise format (aqn offers fp8 and bf16 above the \
+                 FP4 formats)."
+            .into(),
     }
 }
 
@@ -561,6 +572,33 @@ mod tests {
         let r = SrddRecommendations::from_layers(&mk(6), "mxfp4");
         assert_eq!(r.strategy, Some(SrddStrategy::ReconsiderQuantization));
         assert_eq!(r.details[0], "6 layers (30.0%) are problematic.");
+        assert_eq!(
+            r.details[2],
+            "Recommend: Consider a more precise format aqn offers: fp8 or bf16 (quant.weights)."
+        );
+        // Every recommendation names only formats aqn offers.
+        for quant_type in [
+            "mxfp4:floor (weights)",
+            "nvfp4:two-level",
+            "fp8",
+            "bf16",
+            "?",
+        ] {
+            let r = SrddRecommendations::from_layers(&mk(20), quant_type);
+            let text = r.details.join(" ");
+            assert!(!text.contains("MXFP8"), "{text}");
+            if let Some(f) = format_of(quant_type) {
+                for g in more_precise_formats(f) {
+                    assert!(text.contains(g.name()), "{quant_type}: {text}");
+                }
+            }
+        }
+        let r = SrddRecommendations::from_layers(&mk(1), "mxfp4");
+        assert!(
+            r.details[1].contains("quant.exclude.layers = [0]"),
+            "{:?}",
+            r.details
+        );
     }
 
     #[test]

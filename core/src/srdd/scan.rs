@@ -21,6 +21,7 @@ use crate::formats::QuantSpec;
 use crate::model::InputRecorder;
 use crate::model::{Padding, Qwen2ForCausalLM};
 use crate::named::named_enum;
+use crate::non_finite::NonFiniteCounts;
 use crate::quant_error::ErrorMetrics;
 use crate::site::LinearKind;
 use crate::srdd::{LayerMetrics, SrddLayer, SrddReport, SrddThresholds};
@@ -52,12 +53,24 @@ const DISTINCT_INPUTS: [LinearKind; 4] = [
     LinearKind::DownProj,
 ];
 
-/// The metrics of `x` fake-quantized along its last axis.
+/// The metrics of `x` fake-quantized along its last axis; a tensor with NaN or infinite values
+/// is refused ([`SrddError::NonFinite`], naming it by `what()`).
 fn metrics_of(
     values: &[f32],
     shape: &[usize],
     spec: &QuantSpec,
+    kind: &'static str,
+    what: impl FnOnce() -> String,
 ) -> Result<LayerMetrics, SrddError> {
+    let counts = NonFiniteCounts::of(values);
+    if !counts.is_clean() {
+        return Err(SrddError::NonFinite {
+            what: what(),
+            kind,
+            elements: values.len(),
+            counts,
+        });
+    }
     let q = spec.fake_quantize_along(values, shape, shape.len() - 1)?;
     let mut m = LayerMetrics::from(&ErrorMetrics::compute(values, &q));
     if m.sqnr_db.is_infinite() {
@@ -109,12 +122,12 @@ pub fn scan(
     let n = model.num_layers();
     let mut per_layer: Vec<Vec<LayerMetrics>> = vec![Vec::new(); n];
     if capture == SrddCapture::Weights {
-        let mut weights: Vec<(usize, HostValues)> = Vec::new();
+        let mut weights: Vec<(usize, String, HostValues)> = Vec::new();
         let mut packed = None;
         model.visit_linears(|site, linear| {
             if let Some(l) = site.layer {
                 match &linear.weight {
-                    Some(w) => weights.push((l, host(w.val()))),
+                    Some(w) => weights.push((l, site.module_path(), host(w.val()))),
                     None => {
                         packed.get_or_insert_with(|| site.module_path());
                     }
@@ -129,8 +142,9 @@ pub fn scan(
                 ),
             });
         }
-        for (l, (shape, values)) in weights {
-            per_layer[l].push(metrics_of(&values, &shape, spec)?);
+        for (l, path, (shape, values)) in weights {
+            let what = || format!("layer {l} weight {path}.weight");
+            per_layer[l].push(metrics_of(&values, &shape, spec, "weights", what)?);
         }
         return Ok(per_layer.iter().map(|m| mean_metrics(m)).collect());
     }
@@ -191,13 +205,16 @@ pub fn scan(
             SrddCapture::Outputs => {
                 for (l, h) in hidden.into_iter().enumerate() {
                     let (shape, values) = host(h);
-                    per_layer[l].push(metrics_of(&values, &shape, spec)?);
+                    let what = || format!("layer {l} output on prompt {index}");
+                    per_layer[l].push(metrics_of(&values, &shape, spec, "outputs", what)?);
                 }
             }
             SrddCapture::LinearInputs => {
                 for (l, r) in &recorders {
                     for rec in r.take() {
-                        per_layer[*l].push(metrics_of(&rec.values, &rec.shape, spec)?);
+                        let what = || format!("a layer {l} projection input on prompt {index}");
+                        let m = metrics_of(&rec.values, &rec.shape, spec, "activations", what)?;
+                        per_layer[*l].push(m);
                     }
                 }
             }
@@ -277,9 +294,24 @@ mod tests {
     #[test]
     fn exact_formats_report_a_finite_sqnr() {
         let x = [1.0f32, -2.0, 0.5, 4.0];
-        let m = metrics_of(&x, &[1, 4], &"bf16".parse().unwrap()).unwrap();
+        let what = || "t".to_string();
+        let m = metrics_of(&x, &[1, 4], &"bf16".parse().unwrap(), "outputs", what).unwrap();
         assert_eq!(m.sqnr_db, EXACT_SQNR_DB);
-        let m = metrics_of(&[1.0, 1.1, 1.2, 7.9], &[1, 4], &"mxfp4".parse().unwrap()).unwrap();
+        let mx: QuantSpec = "mxfp4".parse().unwrap();
+        let m = metrics_of(&[1.0, 1.1, 1.2, 7.9], &[1, 4], &mx, "outputs", what).unwrap();
         assert!(m.sqnr_db < 40.0 && m.relative_error > 0.0);
+    }
+
+    #[test]
+    fn non_finite_captures_are_refused_not_measured() {
+        let x = [1.0, f32::NAN, f32::NAN, f32::INFINITY];
+        let what = || "layer 2 output on prompt 1".to_string();
+        let e = metrics_of(&x, &[1, 4], &"mxfp4".parse().unwrap(), "outputs", what)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("layer 2 output on prompt 1 holds 2 NaN, 1 +inf among its 4 values"),
+            "{e}"
+        );
     }
 }

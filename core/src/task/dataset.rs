@@ -91,16 +91,32 @@ impl DataFormat {
     }
 }
 
-/// Loads a data file in `format` (or the one its extension names).
+/// Loads a data file in `format` (or the one its extension names). A file without a single
+/// problem is refused ([`TaskError::NoProblems`], naming the file and what it holds).
 pub fn load_problems(path: &Path, format: Option<DataFormat>) -> Result<Vec<Problem>, TaskError> {
     let format = match format {
         Some(f) => f,
         None => DataFormat::from_path(path)?,
     };
-    match format {
+    let problems = match format {
         DataFormat::Jsonl => load_jsonl(path),
         DataFormat::Parquet => load_parquet(path),
+    }?;
+    if problems.is_empty() {
+        let found = match format {
+            DataFormat::Jsonl => match std::fs::read_to_string(path) {
+                Ok(text) if text.is_empty() => "0 bytes".to_string(),
+                Ok(text) => format!("{} blank lines", text.lines().count().max(1)),
+                Err(_) => "nothing readable".to_string(),
+            },
+            DataFormat::Parquet => "0 rows".to_string(),
+        };
+        return Err(TaskError::NoProblems {
+            path: path.display().to_string(),
+            found,
+        });
     }
+    Ok(problems)
 }
 
 #[cfg(feature = "parquet")]
@@ -270,5 +286,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("cannot read /nonexistent/x.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn empty_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("aqn-empty-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("train.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        let e = load_problems(&empty, None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{} holds no problems (0 bytes); a training or test file needs at least one row",
+                empty.display()
+            )
+        );
+        std::fs::write(&empty, "\n  \n\n").unwrap();
+        let e = load_problems(&empty, None).unwrap_err().to_string();
+        assert!(e.contains("(3 blank lines)"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

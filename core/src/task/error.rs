@@ -79,6 +79,14 @@ pub enum TaskError {
         /// What the file holds.
         found: String,
     },
+    /// A data file that holds no problem at all.
+    #[error("{path} holds no problems ({found}); a training or test file needs at least one row")]
+    NoProblems {
+        /// The file.
+        path: String,
+        /// What it holds instead (`0 bytes`, `3 blank lines`, `0 rows`).
+        found: String,
+    },
     /// A file format this build cannot read.
     #[error("{path}: {message}")]
     Unsupported {

@@ -1,19 +1,39 @@
 //! A character-level tokenizer in HF `tokenizer.json` form, for the built-in tiny model: one token
-//! per character of a fixed alphabet plus Qwen2's three special tokens, and a Qwen2-style chat
-//! template in `tokenizer_config.json`. Written with the `tokenizers` crate so that
+//! per character of a fixed ASCII alphabet plus Qwen2's three special tokens, and a Qwen2-style
+//! chat template in `tokenizer_config.json`. Written with the `tokenizers` crate so that
 //! [`Qwen2Tokenizer::from_dir`](super::Qwen2Tokenizer::from_dir) (and Python's `tokenizers`)
 //! read it like any HF tokenizer.
 //!
-//! Model: BPE with the characters as its vocabulary and no merges (so every character is one
-//! token), the `Fuse` decoder (tokens are concatenated back without separators).
+//! Model: a byte-level BPE (GPT-2's byte-to-character map, as Qwen2's tokenizer) whose vocabulary
+//! is the alphabet's bytes and which has no merges, so every character is one token; the
+//! `ByteLevel` pre-tokenizer and decoder. Byte-level because transformers 5 loads every
+//! `model_type = "qwen2"` checkpoint's tokenizer as its `Qwen2Tokenizer`, which rebuilds a
+//! byte-level pipeline around the file's vocabulary whatever `tokenizer_class` says: a plain
+//! character vocabulary (`" "`, `"\n"`) then silently loses spaces and newlines, while this
+//! one (`"Ġ"`, `"Ċ"`) gives the same ids in aqn, in transformers 4 and in transformers 5.
 
 use std::path::Path;
 
-use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::qwen2_tokenizer::TokenizerError;
+
+/// The class `tokenizer_config.json` names: what transformers loads for a Qwen2 checkpoint.
+pub const TOKENIZER_CLASS: &str = "Qwen2Tokenizer";
+
+/// The character GPT-2's byte-level encoding gives an ASCII byte (its `bytes_to_unicode`):
+/// printable characters `!`..`~` stand for themselves, the others (control characters, space,
+/// DEL) are shifted above U+0100 in byte order (space -> `Ġ` U+0120, newline -> `Ċ` U+010A).
+pub fn byte_level_char(byte: u8) -> Option<char> {
+    match byte {
+        b'!'..=b'~' => Some(byte as char),
+        0..=0x20 => char::from_u32(0x100 + u32::from(byte)),
+        0x7f => char::from_u32(0x100 + 0x21),
+        _ => None,
+    }
+}
 
 /// Padding and end of text.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
@@ -59,15 +79,26 @@ pub fn write_char_tokenizer(
     let vocab: tokenizers::models::bpe::Vocab = chars
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
+        .map(|(i, &c)| {
+            u8::try_from(c)
+                .ok()
+                .and_then(byte_level_char)
+                .map(|b| (b.to_string(), i as u32))
+                .ok_or_else(|| {
+                    TokenizerError::Tokenize(format!(
+                        "the character tokenizer holds ASCII characters only (one byte each), not {c:?}"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
     let n = chars.len() as u32;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, Vec::new())
         .build()
         .map_err(|e| TokenizerError::Tokenize(format!("building the character BPE: {e}")))?;
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_decoder(Some(Fuse::new()));
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, false, false)));
+    tokenizer.with_decoder(Some(ByteLevel::new(false, false, false)));
     let specials = [ENDOFTEXT, IM_START, IM_END].map(|t| AddedToken::from(t, true));
     tokenizer.add_special_tokens(&specials);
     std::fs::create_dir_all(dir)
@@ -81,7 +112,7 @@ pub fn write_char_tokenizer(
             ))
         })?;
     let config = serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
+        "tokenizer_class": TOKENIZER_CLASS,
         "bos_token": null,
         "eos_token": IM_END,
         "pad_token": ENDOFTEXT,
@@ -117,6 +148,15 @@ mod tests {
         let text = "Tom has 37 apples. #### 37";
         let enc = tok.encode(text, false).unwrap();
         assert_eq!(enc.len(), text.chars().count());
+        // Each character's id is its place in the alphabet, spaces and newlines included.
+        let chars = chat_alphabet(&alphabet);
+        let want: Vec<u32> = text
+            .chars()
+            .map(|c| chars.iter().position(|&a| a == c).unwrap() as u32)
+            .collect();
+        assert_eq!(enc, want);
+        let nl = tok.encode("\n \n", false).unwrap();
+        assert_eq!(nl, vec![0, 1, 0]);
         assert!(enc.iter().all(|&id| (id as usize) < vocab - 3));
         assert_eq!(tok.decode(&enc, false).unwrap(), text);
         assert_eq!(tok.eos_token_id(), Some(ids.im_end));
@@ -134,6 +174,42 @@ mod tests {
             tok.decode(&ids_chat, true).unwrap(),
             "user\nTom has 3 apples.\nassistant\n"
         );
+        let err = write_char_tokenizer(&['a', 'é'], &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ASCII") && err.contains("'é'"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn byte_level_characters() {
+        assert_eq!(byte_level_char(b' '), Some('Ġ'));
+        assert_eq!(byte_level_char(b'\n'), Some('Ċ'));
+        assert_eq!(byte_level_char(b'a'), Some('a'));
+        assert_eq!(byte_level_char(0x7f), Some('ġ'));
+        assert_eq!(byte_level_char(0x80), None);
+    }
+
+    /// The built-in model's tokenizer files are exactly what this writer makes for its
+    /// alphabet, so `aqn-native pretrain` regenerates them.
+    #[test]
+    fn the_builtin_tokenizer_is_this_writers() {
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny");
+        let tok = Qwen2Tokenizer::from_dir(&assets).unwrap();
+        let alphabet: Vec<char> = (0..tok.vocab_size() as u32 - 3)
+            .map(|id| tok.decode(&[id], false).unwrap().chars().next().unwrap())
+            .collect();
+        let dir = std::env::temp_dir().join(format!("aqn-char-tok-assets-{}", std::process::id()));
+        write_char_tokenizer(&alphabet, &dir).unwrap();
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            let written = std::fs::read_to_string(dir.join(file)).unwrap();
+            let asset = std::fs::read_to_string(assets.join(file)).unwrap();
+            assert!(
+                written == asset,
+                "assets/tiny/{file} differs from {}",
+                dir.join(file).display()
+            );
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

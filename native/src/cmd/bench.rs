@@ -25,7 +25,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::backend::BackendArgs;
-use crate::progress;
+use crate::output::{self, OutputKind};
+use crate::{limits, progress};
 
 /// Row length of the fake-quantize benchmark tensor (`[elements / ROW_LEN, ROW_LEN]`): a multiple
 /// of every block width and of the 16x16 tiles, like a linear layer's reduction axis.
@@ -77,7 +78,16 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file (`-` for stdout) instead of a summary on stdout.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Replace an existing --json file that is not an earlier bench report.
+    #[arg(long)]
+    overwrite: bool,
 }
+
+/// The keys of a bench report, by which an earlier one is recognized.
+const REPORT_KEYS: &[&str] = &["backend", "device", "repeats", "quantize", "model"];
+/// Host bytes per element of the fake-quantize benchmark: the generated f32 values and their
+/// read-back copy.
+const HOST_BYTES_PER_ELEMENT: u128 = 8;
 
 /// One fake-quantize measurement.
 #[derive(Serialize)]
@@ -150,6 +160,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.repeats == 0 {
         anyhow::bail!("--repeats must be at least 1");
     }
+    if !args.skip_quantize {
+        limits::ensure_fits_memory(
+            &format!("--elements {}", args.elements),
+            args.elements as u128 * HOST_BYTES_PER_ELEMENT,
+        )?;
+    }
+    if let Some(path) = args.json.as_ref().filter(|p| p.as_os_str() != "-") {
+        output::check_target(
+            "--json",
+            path,
+            OutputKind::Json(REPORT_KEYS),
+            &[],
+            args.overwrite,
+        )?;
+    }
     let (device, device_name) = args.backend.named_device()?;
     let mut report = BenchReport {
         backend: args.backend.backend.to_string(),
@@ -168,8 +193,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(path) if path.as_os_str() == "-" => {
             println!("{}", serde_json::to_string_pretty(&report)?)
         }
-        Some(path) => std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => output::write(
+            path,
+            (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
+        )?,
         None => print_summary(&report),
     }
     Ok(())

@@ -1,10 +1,16 @@
 //! `aqn-native eval RUN_DIR|MODEL_DIR`: greedy, noise-free held-out accuracy of a run's
 //! checkpoint or of an HF model folder, scored with the strict GSM8K reward (docs/spec.md section 7).
+//!
+//! Nothing is scored from weights that are not finite: the checkpoint loader refuses a tensor
+//! (base, full fine-tuning weights or adapter) holding a NaN or an infinity, naming it and
+//! counting each kind, so an all-NaN model is an error rather than "0.0%".
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::checkpoint::loader::CONFIG_FILE as CONFIG_JSON;
 use aqn_core::generation::GenerationConfig;
+use aqn_core::model::Qwen2Config;
 use aqn_core::qat::{QuantConfig, QuantMode};
 use aqn_core::run::dir::CONFIG_FILE;
 use aqn_core::tokenizer::Qwen2Tokenizer;
@@ -30,7 +36,8 @@ pub struct EvalArgs {
     /// The checkpoint step of a run folder (default: the latest).
     #[arg(long, value_name = "N")]
     step: Option<u64>,
-    /// Held-out problems to evaluate (default: the run's `eval.problems`; 0: the whole test set).
+    /// Held-out problems to evaluate (default: the run's `eval.problems`; 0: the whole test set;
+    /// more than the test set holds is refused).
     #[arg(long, value_name = "N")]
     problems: Option<usize>,
     /// For a model folder: the preset whose `[quant]` and data apply (`--set` overrides them,
@@ -136,11 +143,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (config, checkpoint) = setup(&args)?;
     let device = args.backend.device()?;
     let model_dir = resolve_model_dir(&config.model.path)?;
+    // The architecture first: a config.json that is missing a field or holds a wrong type is
+    // named here, before the tokenizer and the generation settings read the same file.
+    Qwen2Config::from_file(&model_dir.join(CONFIG_JSON))
+        .with_context(|| format!("reading the model of {}", model_dir.display()))?;
     let tokenizer = Qwen2Tokenizer::from_dir(&model_dir)
         .with_context(|| format!("loading the tokenizer of {}", model_dir.display()))?;
     let generation = GenerationConfig::from_checkpoint(&model_dir, config.rollout.max_response_len)
         .with_context(|| format!("reading the generation config of {}", model_dir.display()))?;
     let problems = ProblemSet::load(&config.data).context("loading the held-out problems")?;
+    if let Some(n) = args.problems
+        && n > problems.test.len()
+    {
+        bail!(
+            "--problems {n} is above the {} problems of the test set ({}); give at most {} (0: all of them)",
+            problems.test.len(),
+            config.data.test,
+            problems.test.len()
+        );
+    }
+    // The configuration's eval.problems is capped at the test set as the trainer caps it.
     let count = match args.problems.unwrap_or(config.eval.problems) {
         0 => problems.test.len(),
         n => n.min(problems.test.len()),

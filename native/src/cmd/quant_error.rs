@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use aqn_core::distributions::Distribution;
 use aqn_core::formats::QuantSpec;
+use aqn_core::non_finite::NonFiniteCounts;
 use aqn_core::quant_error::ErrorMetrics;
 use aqn_core::tensor_file::{TensorFile, read_bytes};
 use clap::Args;
@@ -12,8 +13,8 @@ use serde::Serialize;
 
 use crate::backend::BackendArgs;
 use crate::device_quantize::fake_quantize_along;
-use crate::progress;
 use crate::table;
+use crate::{limits, progress};
 
 /// Default formats compared when `--format` is not given.
 const DEFAULT_FORMATS: &[&str] = &["mxfp4", "nvfp4", "nvfp4:single-level", "fp8", "bf16"];
@@ -24,6 +25,10 @@ const DEFAULT_GENERATED: &[Distribution] =
 const GENERATED_LEN: usize = 1 << 20;
 /// Row length of the generated tensors (the quantization axis).
 pub const GENERATED_ROW_LEN: usize = 1 << 10;
+/// Largest `--elements`: 2^28 values (1 GiB of f32 per tensor, as `bench`'s default).
+pub const MAX_GENERATED_ELEMENTS: usize = 1 << 28;
+/// Bytes held per generated element: the f32 tensor, its quantized copy and the device's copy.
+const BYTES_PER_GENERATED_ELEMENT: u128 = 12;
 
 /// Arguments of `quant-error`.
 #[derive(Args)]
@@ -38,7 +43,8 @@ pub struct QuantErrorArgs {
     /// playground draws the same tensors for the same seed.
     #[arg(long, value_name = "DIST", value_delimiter = ',')]
     generate: Vec<Distribution>,
-    /// Elements of each generated tensor, in rows of 1024 (a multiple of 1024).
+    /// Elements of each generated tensor, in rows of 1024 (a multiple of 1024, at most 2^28 and
+    /// what the machine's memory holds).
     #[arg(long, default_value_t = GENERATED_LEN, value_name = "N")]
     elements: usize,
     /// Formats to compare, `FORMAT[:OPTION]...` (repeat or comma-separate). Formats: mxfp4,
@@ -56,6 +62,12 @@ pub struct QuantErrorArgs {
     /// Print JSON (one object per tensor and format) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Exit 0 even when an input tensor holds NaN or infinite values. Either way they are
+    /// counted per tensor (column `non_finite`, JSON `input_non_finite`) and left out of the
+    /// metrics, and a tensor with no finite value gets no metrics at all; without this flag such
+    /// a tensor makes the command fail after the report, naming it.
+    #[arg(long)]
+    allow_non_finite: bool,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -71,9 +83,26 @@ pub struct Row {
     pub elements: usize,
     /// The quantizer.
     pub format: String,
-    /// The metrics.
-    #[serde(flatten)]
-    pub metrics: ErrorMetrics,
+    /// NaN / +inf / -inf values of the input tensor (left out of the metrics).
+    pub input_non_finite: NonFiniteCounts,
+    /// The metrics over the finite pairs; absent when there is none (every value NaN or
+    /// infinite), where any number would be meaningless.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ErrorMetrics>,
+}
+
+impl Row {
+    fn new(tensor: String, dtype: &str, x: &[f32], q: &[f32], format: String) -> Self {
+        let metrics = ErrorMetrics::compute(x, q);
+        Self {
+            tensor,
+            dtype: dtype.into(),
+            elements: x.len(),
+            format,
+            input_non_finite: NonFiniteCounts::of(x),
+            metrics: (metrics.count > 0).then_some(metrics),
+        }
+    }
 }
 
 /// Resolves a possibly negative axis against a rank.
@@ -105,6 +134,17 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
                     args.elements
                 );
             }
+            limits::ensure_at_most(
+                "--elements",
+                args.elements as u128,
+                MAX_GENERATED_ELEMENTS as u128,
+                "elements",
+                "each generated tensor, its quantized copy and the device's copy are held in memory",
+            )?;
+            limits::ensure_fits_memory(
+                &format!("--elements {}", args.elements),
+                args.elements as u128 * BYTES_PER_GENERATED_ELEMENT,
+            )?;
             let dists = if args.generate.is_empty() {
                 DEFAULT_GENERATED.to_vec()
             } else {
@@ -115,17 +155,12 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
                 for spec in &formats {
                     let shape = [x.len() / GENERATED_ROW_LEN, GENERATED_ROW_LEN];
                     let q = fake_quantize_along(&device, spec, &x, &shape, 1)?;
-                    rows.push(Row {
-                        tensor: dist.label(),
-                        dtype: "generated".into(),
-                        elements: x.len(),
-                        format: spec.label(),
-                        metrics: ErrorMetrics::compute(&x, &q),
-                    });
+                    rows.push(Row::new(dist.label(), "generated", &x, &q, spec.label()));
                 }
             }
         }
         Some(path) => {
+            limits::ensure_file_fits("--input", path, 1)?;
             let bytes = read_bytes(path)?;
             let file = TensorFile::parse(&bytes, &path.display().to_string())?;
             let pb = progress::bar(file.names().len() as u64, "tensors");
@@ -148,13 +183,13 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
                         .with_context(|| {
                             format!("quantizing tensor `{name}` {:?} with {spec}", t.shape)
                         })?;
-                    rows.push(Row {
-                        tensor: name.clone(),
-                        dtype: t.dtype.name().into(),
-                        elements: t.data.len(),
-                        format: spec.label(),
-                        metrics: ErrorMetrics::compute(&t.data, &q),
-                    });
+                    rows.push(Row::new(
+                        name.clone(),
+                        t.dtype.name(),
+                        &t.data,
+                        &q,
+                        spec.label(),
+                    ));
                 }
             }
             pb.finish_and_clear();
@@ -165,7 +200,37 @@ pub fn run(args: QuantErrorArgs) -> Result<()> {
     } else {
         print!("{}", render(&rows));
     }
-    Ok(())
+    refuse_non_finite(&rows, args.allow_non_finite)
+}
+
+/// Fails naming every input tensor with NaN or infinite values (once per tensor), unless
+/// `allowed`.
+fn refuse_non_finite(rows: &[Row], allowed: bool) -> Result<()> {
+    let mut flagged: Vec<String> = Vec::new();
+    for r in rows.iter().filter(|r| !r.input_non_finite.is_clean()) {
+        let line = format!(
+            "`{}` holds {} of {} values{}",
+            r.tensor,
+            r.input_non_finite,
+            r.elements,
+            if r.metrics.is_none() {
+                " (no finite pair of x and q(x): no metrics)"
+            } else {
+                " (left out of its metrics)"
+            }
+        );
+        if !flagged.contains(&line) {
+            flagged.push(line);
+        }
+    }
+    if flagged.is_empty() || allowed {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} input tensor(s) are not finite: {}; pass --allow-non-finite to accept the report anyway",
+        flagged.len(),
+        flagged.join("; ")
+    )
 }
 
 fn render(rows: &[Row]) -> String {
@@ -178,21 +243,29 @@ fn render(rows: &[Row]) -> String {
         "deadzone",
         "saturated",
         "max_abs_err",
+        "non_finite",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let m = &r.metrics;
-            vec![
-                r.tensor.clone(),
-                r.format.clone(),
-                format!("{:.4}", m.mean_relative_error),
-                format!("{:.4}", m.norm_relative_error),
-                format!("{:.2}", m.sqnr_db),
-                format!("{:.2}%", 100.0 * m.deadzone_ratio),
-                format!("{:.2}%", 100.0 * m.saturation_ratio),
-                format!("{:.3e}", m.max_abs_error),
-            ]
+            let mut cells = vec![r.tensor.clone(), r.format.clone()];
+            match &r.metrics {
+                Some(m) => cells.extend([
+                    format!("{:.4}", m.mean_relative_error),
+                    format!("{:.4}", m.norm_relative_error),
+                    format!("{:.2}", m.sqnr_db),
+                    format!("{:.2}%", 100.0 * m.deadzone_ratio),
+                    format!("{:.2}%", 100.0 * m.saturation_ratio),
+                    format!("{:.3e}", m.max_abs_error),
+                ]),
+                None => cells.extend(std::iter::repeat_n("n/a".to_string(), 6)),
+            }
+            cells.push(if r.input_non_finite.is_clean() {
+                "-".into()
+            } else {
+                r.input_non_finite.to_string()
+            });
+            cells
         })
         .collect();
     table::render(&header, &cells)

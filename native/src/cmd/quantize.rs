@@ -1,17 +1,32 @@
 //! `aqn-native quantize`: a fake-quantized (or packed) copy of a safetensors checkpoint.
+//!
+//! By default it quantizes what `train` quantizes: every tensor of at least two dimensions except
+//! the modules `train` keeps in full precision (`quant.exclude.modules`: `lm_head`,
+//! `embed_tokens`). An input tensor with NaN or infinite values is refused (naming it) unless
+//! `--allow-non-finite`. The output is never the input (nor a link to it), an existing file
+//! aqn-native did not write is replaced only with `--overwrite`, and it is written to a temporary
+//! file renamed into place (native/src/output.rs).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use aqn_core::formats::QuantSpec;
-use aqn_core::tensor_file::{FloatDtype, OutTensor, TensorFile, read_bytes, serialize};
+use aqn_core::qat::QuantExclude;
+use aqn_core::tensor_file::{
+    FloatDtype, OutTensor, TensorFile, TensorFileError, read_bytes, serialize,
+};
 use clap::{Args, ValueEnum};
 
 use crate::backend::{Backend, BackendArgs};
 use crate::cmd::quant_error::resolve_axis;
 use crate::device_quantize::fake_quantize_along;
-use crate::progress;
+use crate::output::{self, OutputKind, WRITER_KEY};
+use crate::{limits, progress};
+
+/// Buffers held per byte of the input file: the file, and the serialized output (up to twice
+/// the input's size when bf16/f16 tensors are written as f32).
+const BUFFERS_PER_INPUT_BYTE: u128 = 3;
 
 /// Output dtype of the fake-quantized tensors.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -36,9 +51,13 @@ pub struct QuantizeArgs {
     /// Input safetensors file (f32, f16 or bf16 tensors).
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
-    /// Output safetensors file.
+    /// Output safetensors file. Never the input (nor a link to it); an existing file that
+    /// aqn-native did not write is replaced only with --overwrite.
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
+    /// Replace an existing --output file that aqn-native did not write.
+    #[arg(long)]
+    overwrite: bool,
     /// dtype of the written fake-quantized tensors. With bf16/f16 a dequantized value that the
     /// dtype cannot hold exactly is rounded (FP4 values times E8M0 scales always fit bf16).
     #[arg(long, value_enum, default_value_t = OutDtype::F32)]
@@ -55,10 +74,18 @@ pub struct QuantizeArgs {
     /// weights) are copied unchanged.
     #[arg(long, default_value_t = 2)]
     min_dims: usize,
-    /// Copy tensors whose name contains this text unchanged (repeatable), e.g. `lm_head`,
-    /// `embed_tokens`.
+    /// Copy tensors whose name contains this text unchanged (repeatable), besides `lm_head` and
+    /// `embed_tokens`, which are always copied unless --with-head-and-embedding.
     #[arg(long, value_name = "TEXT")]
     exclude: Vec<String>,
+    /// Also quantize `lm_head` and `embed_tokens`, which `train` keeps in full precision by
+    /// default (`quant.exclude.modules`) and so does this command.
+    #[arg(long)]
+    with_head_and_embedding: bool,
+    /// Accept input tensors with NaN or infinite values (they are quantized or copied as they
+    /// are). Without it such a tensor is refused, naming it and counting its NaN, +inf and -inf.
+    #[arg(long)]
+    allow_non_finite: bool,
     /// Where the fake quantization runs (the same bits on every backend). `--packed` encodes on
     /// the CPU only.
     #[command(flatten)]
@@ -74,23 +101,50 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             args.backend.backend
         );
     }
+    output::check_target(
+        "--output",
+        &args.output,
+        OutputKind::Safetensors,
+        &[("--input", &args.input)],
+        args.overwrite,
+    )?;
     let device = args.backend.device()?;
+    limits::ensure_file_fits("--input", &args.input, BUFFERS_PER_INPUT_BYTE)?;
     let bytes = read_bytes(&args.input)?;
     let source = args.input.display().to_string();
     let file = TensorFile::parse(&bytes, &source)?;
     let spec = args.format;
+    let mut excluded = args.exclude.clone();
+    if !args.with_head_and_embedding {
+        excluded.extend(
+            QuantExclude::default()
+                .modules
+                .iter()
+                .map(|m| m.name().to_string()),
+        );
+    }
     let mut out = Vec::new();
     let mut meta = HashMap::new();
     meta.insert("aqn.format".to_string(), spec.label());
+    meta.insert(WRITER_KEY.to_string(), "aqn-native quantize".to_string());
     let (mut quantized, mut copied) = (0usize, 0usize);
     let pb = progress::bar(file.names().len() as u64, "tensors");
     for name in file.names() {
         pb.inc(1);
-        let t = file
-            .read(name)
-            .with_context(|| format!("reading {source}"))?;
+        let read = if args.allow_non_finite {
+            file.read(name)
+        } else {
+            file.read_finite(name)
+        };
+        let t = read.map_err(|e| {
+            let hint = match e {
+                TensorFileError::NonFinite { .. } => " (--allow-non-finite accepts it)",
+                _ => "",
+            };
+            anyhow::Error::new(e).context(format!("reading {source}{hint}"))
+        })?;
         let skip =
-            t.shape.len() < args.min_dims || args.exclude.iter().any(|e| name.contains(e.as_str()));
+            t.shape.len() < args.min_dims || excluded.iter().any(|e| name.contains(e.as_str()));
         if skip {
             out.push(OutTensor::float(
                 name.clone(),
@@ -148,8 +202,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     let bytes = serialize(&out, Some(meta))?;
-    std::fs::write(&args.output, bytes)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    output::write(&args.output, &bytes)?;
     eprintln!(
         "wrote {}: {quantized} tensors quantized with {spec}{}, {copied} copied unchanged",
         args.output.display(),

@@ -16,7 +16,8 @@ use clap::Args;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::table;
+use crate::output::{self, OutputKind};
+use crate::{limits, table};
 
 /// Run length without a preset: one epoch of the seed's DAPO runs (7473 prompts / 256).
 const DEFAULT_RUN: RunLength = RunLength {
@@ -31,6 +32,35 @@ const LOG_MARGIN: f64 = 1.5;
 const MAX_LEGEND_LAYERS: usize = 8;
 /// Linear y range: this fraction above the largest value.
 const LINEAR_HEADROOM: f64 = 0.05;
+/// Most steps printed (every step is a line of the table, JSON or CSV, and a point of the chart).
+const MAX_STEPS: u64 = 1_000_000;
+/// Most per-layer values printed with `--srdd` (steps times layers).
+const MAX_LAYER_VALUES: u64 = 50_000_000;
+
+/// Refuses a schedule too long to print before any step is computed.
+fn check_size(schedule: &SigmaSchedule, layers: Option<usize>) -> Result<()> {
+    let steps = schedule.total_steps();
+    let why = "every step is printed (and held in memory) as a row; print a shorter run, or let \
+               the trainer evaluate the schedule step by step";
+    limits::ensure_at_most(
+        "the run length (--steps, or --epochs x --steps-per-epoch)",
+        steps.into(),
+        MAX_STEPS.into(),
+        "steps",
+        why,
+    )?;
+    if let Some(layers) = layers {
+        let values = u128::from(steps) * layers as u128;
+        limits::ensure_at_most(
+            &format!("steps x layers ({steps} x {layers} with --srdd)"),
+            values,
+            MAX_LAYER_VALUES.into(),
+            "per-layer values",
+            why,
+        )?;
+    }
+    Ok(())
+}
 
 /// Arguments of `schedule`.
 #[derive(Args)]
@@ -83,6 +113,9 @@ pub struct ScheduleArgs {
     /// Logarithmic sigma axis for --plot (warm-up steps, where sigma is 0, are left out).
     #[arg(long, requires = "plot")]
     log_scale: bool,
+    /// Replace an existing --plot file that aqn-native did not write.
+    #[arg(long, requires = "plot")]
+    overwrite: bool,
     /// An SRDD report (docs/spec.md section 5 JSON): show the per-layer effective sigma
     /// sigma(step) x m_l of the RIN policy (--rin, else the preset's).
     #[arg(long, value_name = "FILE")]
@@ -140,11 +173,15 @@ pub fn run(args: ScheduleArgs) -> Result<()> {
         print!("{}", list_presets());
         return Ok(());
     }
+    if let Some(path) = &args.plot {
+        output::check_target("--plot", path, OutputKind::Marked, &[], args.overwrite)?;
+    }
     let schedule = build_schedule(&args)?;
     let rin = match &args.srdd {
         None => None,
         Some(path) => Some(load_rin(&args, path)?),
     };
+    check_size(&schedule, rin.as_ref().map(|(_, r, _)| r.config.num_layers))?;
     let rows = compute_rows(&schedule, rin.as_ref())?;
     if args.json {
         let output = JsonOutput {
@@ -189,8 +226,9 @@ pub fn run(args: ScheduleArgs) -> Result<()> {
         print!("{}", render_table(&rows));
     }
     if let Some(path) = &args.plot {
-        write_plot(path, &schedule, &rows, args.log_scale)
-            .with_context(|| format!("writing the chart {}", path.display()))?;
+        let svg = render_plot(&schedule, &rows, args.log_scale).context("drawing the chart")?;
+        output::write(path, output::marked("schedule", &svg).as_bytes())?;
+        eprintln!("wrote the chart to {}", path.display());
     }
     Ok(())
 }
@@ -432,7 +470,8 @@ fn positive_runs(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
     runs
 }
 
-fn write_plot(path: &Path, schedule: &SigmaSchedule, rows: &[Row], log: bool) -> Result<()> {
+/// The chart of sigma against the step as an SVG document.
+fn render_plot(schedule: &SigmaSchedule, rows: &[Row], log: bool) -> Result<String> {
     let curves = series(rows);
     let x_max = schedule.total_steps() as f64 + 1.0;
     let values = curves.iter().flat_map(|(_, c)| c.iter().map(|p| p.1));
@@ -441,7 +480,8 @@ fn write_plot(path: &Path, schedule: &SigmaSchedule, rows: &[Row], log: bool) ->
     if y_max <= 0.0 {
         bail!("the schedule is zero at every step; nothing to plot");
     }
-    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
+    let mut svg = String::new();
+    let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let title = schedule.describe();
     let mut builder = ChartBuilder::on(&root);
@@ -517,7 +557,9 @@ fn write_plot(path: &Path, schedule: &SigmaSchedule, rows: &[Row], log: bool) ->
             .map_err(plot_error)?;
     }
     root.present().map_err(plot_error)?;
-    Ok(())
+    drop(builder);
+    drop(root);
+    Ok(svg)
 }
 
 /// The legend text of curve `i`: its name, or a summary when the layers are too many to list.

@@ -4,7 +4,7 @@
 //! report RIN reads, an SVG bar chart, and the multipliers a RIN policy derives from it. The model
 //! runs on `--backend`; the metrics are computed on the host from the captured tensors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use aqn_core::checkpoint::load_qwen2;
@@ -17,6 +17,7 @@ use clap::Args;
 use plotters::prelude::*;
 
 use crate::backend::BackendArgs;
+use crate::output::{self, OutputKind};
 use crate::{progress, table};
 
 /// Size of the SVG chart in pixels.
@@ -61,29 +62,37 @@ pub struct SrddArgs {
     /// e13l, ...). Zone policies that switch during training show their first phase.
     #[arg(long, value_name = "POLICY")]
     rin: Option<RinConfig>,
-    /// Flag a layer whose SQNR is below this many dB.
-    #[arg(long, value_name = "DB", default_value_t = SrddThresholds::default().sqnr_db, allow_negative_numbers = true)]
-    sqnr_threshold: f64,
-    /// Flag a layer whose deadzone ratio is above this fraction.
-    #[arg(long, value_name = "FRACTION", default_value_t = SrddThresholds::default().deadzone, allow_negative_numbers = true)]
-    deadzone_threshold: f64,
-    /// Flag a layer whose saturation ratio is above this fraction.
-    #[arg(long, value_name = "FRACTION", default_value_t = SrddThresholds::default().saturation, allow_negative_numbers = true)]
-    saturation_threshold: f64,
-    /// Flag a layer whose mean relative error is above this fraction.
-    #[arg(long, value_name = "FRACTION", default_value_t = SrddThresholds::default().relative_error, allow_negative_numbers = true)]
-    rel_error_threshold: f64,
+    /// Flag a layer whose SQNR is below this many dB. Default: the format's (FP4 15, FP8 25,
+    /// BF16 45; the original scanner's 20 flags every FP4 layer of any model).
+    #[arg(long, value_name = "DB", allow_negative_numbers = true)]
+    sqnr_threshold: Option<f64>,
+    /// Flag a layer whose deadzone ratio is above this fraction. Default: the format's (FP4 0.15,
+    /// FP8 0.01, BF16 0.001).
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    deadzone_threshold: Option<f64>,
+    /// Flag a layer whose saturation ratio is above this fraction. Default: 0.01.
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    saturation_threshold: Option<f64>,
+    /// Flag a layer whose mean relative error is above this fraction. Default: the format's (FP4
+    /// 0.30, FP8 0.05, BF16 0.01).
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    rel_error_threshold: Option<f64>,
+    /// Replace an existing --output or --plot file that aqn-native did not write.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     backend: BackendArgs,
 }
 
 impl SrddArgs {
+    /// The flag thresholds: the format's defaults, overridden by the flags given.
     fn thresholds(&self) -> Result<SrddThresholds> {
+        let d = SrddThresholds::for_format(self.format.format);
         let t = SrddThresholds {
-            sqnr_db: self.sqnr_threshold,
-            deadzone: self.deadzone_threshold,
-            saturation: self.saturation_threshold,
-            relative_error: self.rel_error_threshold,
+            sqnr_db: self.sqnr_threshold.unwrap_or(d.sqnr_db),
+            deadzone: self.deadzone_threshold.unwrap_or(d.deadzone),
+            saturation: self.saturation_threshold.unwrap_or(d.saturation),
+            relative_error: self.rel_error_threshold.unwrap_or(d.relative_error),
         };
         for (flag, v) in [
             ("--deadzone-threshold", t.deadzone),
@@ -107,6 +116,18 @@ impl SrddArgs {
 /// Runs `srdd`.
 pub fn run(args: SrddArgs) -> Result<()> {
     let thresholds = args.thresholds()?;
+    if let Some(path) = &args.output {
+        output::check_target(
+            "--output",
+            path,
+            OutputKind::SrddReport,
+            &[],
+            args.overwrite,
+        )?;
+    }
+    if let Some(path) = &args.plot {
+        output::check_target("--plot", path, OutputKind::Marked, &[], args.overwrite)?;
+    }
     if !args.model.is_dir() {
         bail!(
             "--model {}: not a directory (give a checkpoint directory in HF layout)",
@@ -147,12 +168,18 @@ pub fn run(args: SrddArgs) -> Result<()> {
     )?;
     print!("{}", report_table(&report, args.what, prompts.len()));
     if let Some(path) = &args.output {
-        std::fs::write(path, report.to_json() + "\n")
-            .with_context(|| format!("writing the report to {}", path.display()))?;
+        output::write(path, (report.to_json() + "\n").as_bytes())
+            .context("writing the SRDD report")?;
+        eprintln!("wrote the SRDD report to {}", path.display());
     }
     if let Some(path) = &args.plot {
-        write_plot(path, &report, args.plot_metric)
-            .with_context(|| format!("writing the chart to {}", path.display()))?;
+        let svg = render_plot(&report, args.plot_metric).context("drawing the SRDD chart")?;
+        output::write(path, output::marked("srdd", &svg).as_bytes())?;
+        eprintln!(
+            "wrote the SRDD chart ({}) to {}",
+            args.plot_metric,
+            path.display()
+        );
     }
     if let Some(rin) = &args.rin {
         let m = rin
@@ -253,7 +280,8 @@ fn threshold(t: &SrddThresholds, metric: SrddMetric) -> Option<f64> {
     }
 }
 
-fn write_plot(path: &Path, report: &SrddReport, metric: SrddMetric) -> Result<()> {
+/// The bar chart of `metric` per layer as an SVG document.
+fn render_plot(report: &SrddReport, metric: SrddMetric) -> Result<String> {
     let values = report.layer_values(metric);
     let limit = threshold(&report.config.thresholds, metric);
     let top = values.iter().copied().chain(limit).fold(0.0f64, f64::max);
@@ -263,56 +291,59 @@ fn write_plot(path: &Path, report: &SrddReport, metric: SrddMetric) -> Result<()
         1.0
     };
     let n = values.len();
-    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let title = format!(
-        "SRDD {} per layer: {} ({})",
-        metric, report.config.quant_type, report.config.model_path
-    );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&title, ("sans-serif", 18))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("decoder layer")
-        .y_desc(metric.name())
-        .x_labels(n.min(32))
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(plot_error)?;
-    let layers = &report.report.per_layer;
-    chart
-        .draw_series(values.iter().enumerate().map(|(l, &v)| {
-            let color = if layers[l].is_problematic {
-                RED.mix(0.8)
-            } else {
-                BLUE.mix(0.6)
-            };
-            Rectangle::new([(l as f64 - 0.4, 0.0), (l as f64 + 0.4, v)], color.filled())
-        }))
-        .map_err(plot_error)?;
-    if let Some(limit) = limit {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let title = format!(
+            "SRDD {} per layer: {} ({})",
+            metric, report.config.quant_type, report.config.model_path
+        );
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&title, ("sans-serif", 18))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
+            .map_err(plot_error)?;
         chart
-            .draw_series(LineSeries::new(
-                [(-0.5, limit), (n as f64 - 0.5, limit)],
-                BLACK.stroke_width(1),
-            ))
-            .map_err(plot_error)?
-            .label(format!("threshold {limit}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
+            .configure_mesh()
+            .x_desc("decoder layer")
+            .y_desc(metric.name())
+            .x_labels(n.min(32))
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(plot_error)?;
+        let layers = &report.report.per_layer;
+        chart
+            .draw_series(values.iter().enumerate().map(|(l, &v)| {
+                let color = if layers[l].is_problematic {
+                    RED.mix(0.8)
+                } else {
+                    BLUE.mix(0.6)
+                };
+                Rectangle::new([(l as f64 - 0.4, 0.0), (l as f64 + 0.4, v)], color.filled())
+            }))
+            .map_err(plot_error)?;
+        if let Some(limit) = limit {
+            chart
+                .draw_series(LineSeries::new(
+                    [(-0.5, limit), (n as f64 - 0.5, limit)],
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(plot_error)?
+                .label(format!("threshold {limit}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_error)?;
+        }
+        root.present().map_err(plot_error)?;
     }
-    root.present().map_err(plot_error)?;
-    Ok(())
+    Ok(svg)
 }
 
 fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {

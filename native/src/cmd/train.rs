@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::config::ConfigFile;
 use aqn_core::run::dir::CONFIG_FILE;
 use aqn_core::run::metric_keys::{
     AQN_SIGMA, RESPONSE_LENGTH_MEAN, REWARD_ACC, REWARD_MEAN, TIMING_STEP_S,
 };
-use aqn_core::train::config::{ConfigSources, preset_names, preset_text, profile_names};
+use aqn_core::train::config::{
+    ConfigError, ConfigSources, preset_names, preset_text, profile_names,
+};
 use aqn_core::train::{Collective, Event, TrainConfig, TrainOptions, train};
 use clap::Args;
 
@@ -27,6 +30,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "tiny")]
     profile: String,
     /// A TOML file merged over the profile and the preset (any section of the configuration).
+    /// A setting the configuration refuses is named with the file, its dotted key, line and
+    /// column.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override one setting, `KEY=VALUE` (repeatable): `--set actor.clip_ratio_high=0.3`,
@@ -48,8 +53,15 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
     /// Continue the run in this folder from its latest checkpoint, with its saved configuration
-    /// (no other configuration flags are allowed with it).
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "run_dir"])]
+    /// (RUN_DIR/config.toml). With it only --steps (a new stop step; the schedules still span
+    /// the saved run), --workers, --backend, --wgpu-api and --print-config apply; --preset,
+    /// --profile, --config, --set, --unset, --seed, --run-dir and --overwrite are refused, even
+    /// with their default values.
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["config", "run_dir", "preset", "profile", "sets", "unsets", "seed"]
+    )]
     resume: Option<PathBuf>,
     /// Replace a run already in the run folder (its files are deleted first). Without it, a
     /// folder that holds a run is refused, so a finished or interrupted run is never overwritten
@@ -97,7 +109,58 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         sets,
         unsets: args.unsets.clone(),
     };
-    Ok(TrainConfig::resolve(&sources)?)
+    TrainConfig::resolve(&sources).map_err(|e| locate_in_file(&sources, e))
+}
+
+/// Names where a refused setting of the `--config` file is written: the file, the dotted key,
+/// the line and the column. A schema error (wrong type, unknown key) is traced to the first
+/// setting of the file that the schema refuses when the file's settings are applied one more at
+/// a time as overrides; another error that names a key of the file gets the key's place.
+fn locate_in_file(sources: &ConfigSources, error: ConfigError) -> anyhow::Error {
+    let Some((path, text)) = &sources.file else {
+        return error.into();
+    };
+    let Ok(file) = ConfigFile::parse(&path.display().to_string(), text) else {
+        return error.into();
+    };
+    if let ConfigError::Schema(message) = &error {
+        if message.starts_with("--set ") {
+            // A --set broke the schema, and resolve has named it.
+            return error.into();
+        }
+        let probe = |prefix: &[aqn_core::config::FileSetting]| {
+            let sets: Vec<String> = prefix.iter().map(|s| s.as_override()).collect();
+            let last = sets.last().cloned().unwrap_or_default();
+            let probe = ConfigSources {
+                file: None,
+                sets,
+                unsets: Vec::new(),
+                ..sources.clone()
+            };
+            match TrainConfig::resolve(&probe) {
+                Err(ConfigError::Schema(m)) => Some(
+                    m.strip_prefix(&format!("--set {last}: "))
+                        .unwrap_or(&m)
+                        .to_string(),
+                ),
+                _ => None,
+            }
+        };
+        // The setting whose addition gives the resolution's own message; failing that (a
+        // combination of settings), the first one refused.
+        let found = file
+            .first_rejected(|prefix| probe(prefix).filter(|m| m == message))
+            .or_else(|| file.first_rejected(probe));
+        if let Some((setting, why)) = found {
+            return anyhow::anyhow!("{}: {why}", file.locate(setting));
+        }
+        return anyhow::anyhow!("{}: invalid configuration: {message}", file.path);
+    }
+    match file.mentioned_in(&error.to_string()) {
+        Some(setting) => anyhow::Error::new(error)
+            .context(format!("in the --config file: {}", file.locate(setting))),
+        None => error.into(),
+    }
 }
 
 /// Runs `train`.
@@ -120,17 +183,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
-            let given = args.preset != "default"
-                || args.profile != "tiny"
-                || !args.sets.is_empty()
-                || !args.unsets.is_empty()
-                || args.seed.is_some();
-            if given {
-                bail!(
-                    "--resume continues a run with its saved configuration ({}); --preset, --profile, --set, --unset and --seed cannot be combined with it",
-                    dir.join("config.toml").display()
-                );
-            }
+            // clap refuses --preset, --profile, --config, --set, --unset, --seed and --run-dir
+            // with --resume (and --overwrite conflicts with it).
             let path = dir.join("config.toml");
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;

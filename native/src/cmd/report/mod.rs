@@ -2,6 +2,12 @@
 //! Summary") from finished runs: the experiment table with one row per experiment (the mean over
 //! its seeds, each seed's score in the notes), the best result per category, the AQN
 //! configuration reference of the schedules used, and SVG curves of held-out accuracy.
+//!
+//! Scores are compared only between runs of the same length: "best per category" has one row
+//! per category and run length (a 40-step run is never ranked against 10-step ones), and an
+//! experiment whose seeds ran different lengths is flagged. The report and the charts are
+//! written like every output (native/src/output.rs): an existing file aqn-native did not write
+//! is replaced only with `--overwrite`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +18,11 @@ use aqn_core::run::dir::{CONFIG_FILE, SUMMARY_FILE};
 use aqn_core::train::config::Category;
 use aqn_core::train::{RunSummary, TrainConfig};
 use clap::Args;
-use plotters::prelude::*;
+
+use crate::output::{self, OutputKind};
+
+mod curves;
+use curves::draw_curves;
 
 /// Arguments of `report`.
 #[derive(Args)]
@@ -27,6 +37,9 @@ pub struct ReportArgs {
     /// mean held-out accuracy per step, and one per experiment with each seed.
     #[arg(long, value_name = "DIR")]
     svg_dir: Option<PathBuf>,
+    /// Replace an existing report or chart file that aqn-native did not write.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// One finished run.
@@ -52,6 +65,34 @@ impl Experiment {
 
     fn mean(&self) -> f64 {
         mean(&self.scores())
+    }
+
+    /// The run length of its seeds: `Some(steps)` when they all ran the same number of steps.
+    fn steps(&self) -> Option<u64> {
+        let first = self.first().steps;
+        self.runs
+            .iter()
+            .all(|r| r.summary.steps == first)
+            .then_some(first)
+    }
+
+    /// The run length as shown: `40` or `mixed (10, 40)`.
+    fn steps_label(&self) -> String {
+        match self.steps() {
+            Some(n) => n.to_string(),
+            None => {
+                let mut all: Vec<u64> = self.runs.iter().map(|r| r.summary.steps).collect();
+                all.sort_unstable();
+                all.dedup();
+                format!(
+                    "mixed ({})",
+                    all.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
     }
 
     fn base_mean(&self) -> f64 {
@@ -202,6 +243,31 @@ fn targets_label(config: &TrainConfig) -> String {
     }
 }
 
+/// The best experiment of each category and run length (an experiment whose seeds ran
+/// different lengths forms its own group), in the seed's category order, shorter runs first.
+fn best_per_category(experiments: &[Experiment]) -> Vec<&Experiment> {
+    let mut best: BTreeMap<(u8, Option<u64>, String), &Experiment> = BTreeMap::new();
+    for e in experiments {
+        let c = e.first().category;
+        let key = (
+            category_rank(c),
+            e.steps(),
+            if e.steps().is_some() {
+                String::new()
+            } else {
+                e.steps_label()
+            },
+        );
+        match best.get(&key) {
+            Some(b) if b.mean() >= e.mean() => {}
+            _ => {
+                best.insert(key, e);
+            }
+        }
+    }
+    best.into_values().collect()
+}
+
 fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
     let mut out = String::new();
     let runs: usize = experiments.iter().map(|e| e.runs.len()).sum();
@@ -218,20 +284,11 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
     out.push_str("Score: held-out accuracy at the final step, greedy and noise-free, in the trained quantization mode (mean ± sample std over seeds).\n\n");
     out.push_str("| Exp ID | Type | TensorBoard Name | Score | Epochs | AQN/RIN | Epoch-Aware | RIN Mode | LoRA | dtype | Quant Mode | Notes |\n");
     out.push_str("|--------|------|------------------|-------|--------|---------|-------------|----------|------|-------|-----------|-------|\n");
-    let best_in = |c: Category| {
-        experiments
-            .iter()
-            .filter(|e| e.first().category == c)
-            .max_by(|a, b| a.mean().total_cmp(&b.mean()))
-            .map(|e| e.id.clone())
-    };
-    let best: Vec<String> = [Category::Hw, Category::Quant, Category::Lora]
-        .into_iter()
-        .filter_map(best_in)
-        .collect();
+    let best = best_per_category(experiments);
+    let best_ids: Vec<&str> = best.iter().map(|e| e.id.as_str()).collect();
     for e in experiments {
         let f = e.first();
-        let is_best = best.contains(&e.id);
+        let is_best = best_ids.contains(&e.id.as_str());
         let bold = |s: String| if is_best { format!("**{s}**") } else { s };
         let name = match f.run_name.rsplit_once('_') {
             Some((stem, _)) => format!("{stem}_{:.2}", 100.0 * e.mean()),
@@ -250,9 +307,10 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
             })
             .collect();
         let notes = format!(
-            "{} {}; {} -> {} ({:+.2} points); {}",
+            "{} {}; {} steps; {} -> {} ({:+.2} points); {}",
             f.notes,
             f.algorithm,
+            e.steps_label(),
             pct(e.base_mean()),
             pct(e.mean()),
             100.0 * (e.mean() - e.base_mean()),
@@ -280,13 +338,10 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
     }
 
     out.push_str("\n---\n\n## Best Results per Category\n\n");
-    out.push_str("| Category | Best Experiment | Score | Epochs | Key Config |\n");
-    out.push_str("|----------|----------------|-------|--------|------------|\n");
-    for id in &best {
-        let e = experiments
-            .iter()
-            .find(|e| &e.id == id)
-            .expect("best is listed");
+    out.push_str("Scores are compared only between runs of the same length: one row per category and run length (steps).\n\n");
+    out.push_str("| Category | Steps | Best Experiment | Score | Epochs | Key Config |\n");
+    out.push_str("|----------|-------|----------------|-------|--------|------------|\n");
+    for e in &best {
         let f = e.first();
         let mut key = vec![f.dtype.clone()];
         if let Some(m) = &f.quant_mode {
@@ -307,8 +362,9 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
             key.push(format!("RIN {r}"));
         }
         out.push_str(&format!(
-            "| **{}** | {} | {} | {} | {} |\n",
+            "| **{}** | {} | {} | {} | {} | {} |\n",
             category_name(f.category),
+            e.steps_label(),
             e.id,
             score_cell(e),
             f.epochs,
@@ -413,66 +469,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-const PLOT_SIZE: (u32, u32) = (960, 540);
-
-fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e:?}")
-}
-
-/// A line chart of held-out accuracy (%) per step.
-fn draw_curves(path: &Path, title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let x_max = curves
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|p| p.0))
-        .fold(1.0f64, f64::max);
-    let y_max = curves
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|p| p.1))
-        .fold(10.0f64, f64::max);
-    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..(y_max * 1.1).min(100.0))
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("held-out accuracy (%)")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(plot_error)?;
-    for (i, (name, points)) in curves.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(plot_error)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
-}
-
 /// File-name-safe version of an Exp ID.
 fn file_stem(id: &str) -> String {
     id.chars()
@@ -503,9 +499,11 @@ pub fn run(args: ReportArgs) -> Result<()> {
             )
         })
         .collect();
-    let path = svg_dir.join("all.svg");
-    draw_curves(&path, "held-out accuracy per step (mean over seeds)", &all)?;
-    let mut written = vec![path];
+    let mut charts = vec![(
+        svg_dir.join("all.svg"),
+        "held-out accuracy per step (mean over seeds)".to_string(),
+        all,
+    )];
     for e in &experiments {
         let mut curves: Vec<(String, Vec<(f64, f64)>)> = e
             .runs
@@ -524,25 +522,38 @@ pub fn run(args: ReportArgs) -> Result<()> {
         if e.runs.len() > 1 {
             curves.push(("mean".into(), e.mean_curve()));
         }
-        let path = svg_dir.join(format!("{}.svg", file_stem(&e.id)));
-        draw_curves(
-            &path,
-            &format!("{}: held-out accuracy per step", e.id),
-            &curves,
-        )?;
-        written.push(path);
+        charts.push((
+            svg_dir.join(format!("{}.svg", file_stem(&e.id))),
+            format!("{}: held-out accuracy per step", e.id),
+            curves,
+        ));
     }
     let text = markdown(&args.runs, &experiments, &svg_dir);
-    let out = args.out.unwrap_or_else(|| args.runs.join("REPORT.md"));
-    if out.as_os_str() == "-" {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.runs.join("REPORT.md"));
+    let to_stdout = out.as_os_str() == "-";
+    // Every target is checked before the first is written.
+    if !to_stdout {
+        output::check_target("--out", &out, OutputKind::Marked, &[], args.overwrite)?;
+    }
+    for (path, _, _) in &charts {
+        output::check_target("--svg-dir", path, OutputKind::Marked, &[], args.overwrite)?;
+    }
+    for (path, title, curves) in &charts {
+        draw_curves(path, title, curves)?;
+    }
+    let written = charts.len();
+    if to_stdout {
         print!("{text}");
     } else {
-        std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+        output::write(&out, output::marked("report", &text).as_bytes())?;
         eprintln!(
             "report   {} ({} experiments); curves: {} SVG files in {}",
             out.display(),
             experiments.len(),
-            written.len(),
+            written,
             svg_dir.display()
         );
     }
