@@ -86,28 +86,7 @@ pub fn read_npy(bytes: &[u8], source_name: &str, name: &str) -> Result<HostTenso
     if bytes.len() < 10 || &bytes[..6] != NPY_MAGIC {
         return Err(bad("it does not start with the \\x93NUMPY magic".into()));
     }
-    let major = bytes[6];
-    let (header_len, header_start): (usize, usize) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(bad("the file ends inside its preamble".into()));
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => return Err(bad(format!("format version {v} is not 1, 2 or 3"))),
-    };
-    let data_start = header_start
-        .checked_add(header_len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| {
-            bad(format!(
-                "the header of {header_len} bytes runs past the file"
-            ))
-        })?;
+    let (header_start, data_start) = preamble(bytes, &bad)?;
     let header = core::str::from_utf8(&bytes[header_start..data_start])
         .map_err(|_| bad("the header is not text".into()))?;
     let descr = header_value(header, "descr")
@@ -142,19 +121,7 @@ pub fn read_npy(bytes: &[u8], source_name: &str, name: &str) -> Result<HostTenso
         }
         other => return Err(bad(format!("fortran_order is `{other}`"))),
     }
-    let inner = shape_text
-        .strip_prefix('(')
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| bad(format!("the shape `{shape_text}` is not a tuple")))?;
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| bad(format!("the shape `{shape_text}` has a non-integer entry")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let shape = parse_shape(shape_text, &bad)?;
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -169,8 +136,66 @@ pub fn read_npy(bytes: &[u8], source_name: &str, name: &str) -> Result<HostTenso
             data.len()
         )));
     }
-    let data = &data[..need];
-    let values: Vec<f32> = match kind {
+    let values = decode_values(&data[..need], kind, little);
+    Ok(HostTensor {
+        name: name.to_string(),
+        shape,
+        dtype: match kind {
+            NpyFloat::F2 => FloatDtype::F16,
+            // f8 is rounded to f32 on reading; the tensor is f32 from here on.
+            NpyFloat::F4 | NpyFloat::F8 => FloatDtype::F32,
+        },
+        data: values,
+    })
+}
+
+/// The header's span after the magic and version: `(header_start, data_start)`.
+fn preamble(bytes: &[u8], bad: &dyn Fn(String) -> NpyError) -> Result<(usize, usize), NpyError> {
+    let major = bytes[6];
+    let (header_len, header_start): (usize, usize) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(bad("the file ends inside its preamble".into()));
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(bad(format!("format version {v} is not 1, 2 or 3"))),
+    };
+    let data_start = header_start
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| {
+            bad(format!(
+                "the header of {header_len} bytes runs past the file"
+            ))
+        })?;
+    Ok((header_start, data_start))
+}
+
+/// The `shape` tuple of the header (`(3, 4)`, `(5,)`, `()`).
+fn parse_shape(shape_text: &str, bad: &dyn Fn(String) -> NpyError) -> Result<Vec<usize>, NpyError> {
+    let inner = shape_text
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| bad(format!("the shape `{shape_text}` is not a tuple")))?;
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(format!("the shape `{shape_text}` has a non-integer entry")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// The data bytes as f32 values (f16 and f32 exact, f64 rounded).
+fn decode_values(data: &[u8], kind: NpyFloat, little: bool) -> Vec<f32> {
+    match kind {
         NpyFloat::F2 => data
             .chunks_exact(2)
             .map(|b| {
@@ -205,17 +230,7 @@ pub fn read_npy(bytes: &[u8], source_name: &str, name: &str) -> Result<HostTenso
                 }) as f32
             })
             .collect(),
-    };
-    Ok(HostTensor {
-        name: name.to_string(),
-        shape,
-        dtype: match kind {
-            NpyFloat::F2 => FloatDtype::F16,
-            // f8 is rounded to f32 on reading; the tensor is f32 from here on.
-            NpyFloat::F4 | NpyFloat::F8 => FloatDtype::F32,
-        },
-        data: values,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use super::sampling::{Sample, Sampler, log_prob};
+use crate::model::KvCache;
 use crate::model::config::TokenIds;
 use crate::model::qwen2::{Padding, Qwen2ForCausalLM};
 
@@ -312,48 +313,7 @@ pub fn generate_with(
     let device = model.device();
     let vocab = model.config().vocab_size;
     let batch = prompts.len();
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    // A prompt that several rows share (GRPO's groups) is run once; its cache rows are repeated.
-    let mut distinct: Vec<&Vec<u32>> = Vec::new();
-    let mut index = std::collections::HashMap::new();
-    let row_prompt: Vec<usize> = prompts
-        .iter()
-        .map(|p| {
-            *index.entry(p).or_insert_with(|| {
-                distinct.push(p);
-                distinct.len() - 1
-            })
-        })
-        .collect();
-    let distinct_lengths: Vec<usize> = distinct.iter().map(|p| p.len()).collect();
-    let ids: Vec<i64> = distinct
-        .iter()
-        .flat_map(|p| {
-            std::iter::repeat_n(config.pad_token_id as i64, width - p.len())
-                .chain(p.iter().map(|&t| t as i64))
-        })
-        .collect();
-
-    let mut cache = model.new_cache(width + config.max_new_tokens);
-    let mut padding = Padding::from_lengths(&distinct_lengths);
-    let hidden = model.forward_hidden(
-        int_tensor(ids, [distinct.len(), width], &device),
-        &padding,
-        Some(&mut cache),
-    );
-    let mut logits = last_logits(model, hidden)?;
-    if distinct.len() < batch {
-        let rows = Tensor::<1, Int>::from_data(
-            TensorData::new(row_prompt.iter().map(|&r| r as i64).collect(), [batch]),
-            &device,
-        );
-        cache.retain_rows(&rows);
-        padding.retain_rows(&row_prompt);
-        logits = row_prompt
-            .iter()
-            .flat_map(|&r| logits[r * vocab..(r + 1) * vocab].iter().copied())
-            .collect();
-    }
+    let (mut cache, mut padding, mut logits) = prefill(model, prompts, config)?;
 
     let mut responses: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); batch];
@@ -401,20 +361,93 @@ pub fn generate_with(
         logits = last_logits(model, hidden)?;
     }
 
+    Ok(padded_rollout(
+        prompts,
+        responses,
+        logprobs,
+        finished,
+        config.pad_token_id,
+    ))
+}
+
+/// The prompts' forward pass: each distinct prompt once (GRPO's groups share one), left-padded
+/// to the longest, its cache rows then repeated for the rows that share it. Returns the cache,
+/// the padding and the last position's logits of every row (`[batch * vocab]`).
+fn prefill(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+) -> Result<(KvCache, Padding, Vec<f32>), GenerateError> {
+    let device = model.device();
+    let vocab = model.config().vocab_size;
+    let batch = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // A prompt that several rows share (GRPO's groups) is run once; its cache rows are repeated.
+    let mut distinct: Vec<&Vec<u32>> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    let row_prompt: Vec<usize> = prompts
+        .iter()
+        .map(|p| {
+            *index.entry(p).or_insert_with(|| {
+                distinct.push(p);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let distinct_lengths: Vec<usize> = distinct.iter().map(|p| p.len()).collect();
+    let ids: Vec<i64> = distinct
+        .iter()
+        .flat_map(|p| {
+            std::iter::repeat_n(config.pad_token_id as i64, width - p.len())
+                .chain(p.iter().map(|&t| t as i64))
+        })
+        .collect();
+
+    let mut cache = model.new_cache(width + config.max_new_tokens);
+    let mut padding = Padding::from_lengths(&distinct_lengths);
+    let hidden = model.forward_hidden(
+        int_tensor(ids, [distinct.len(), width], &device),
+        &padding,
+        Some(&mut cache),
+    );
+    let mut logits = last_logits(model, hidden)?;
+    if distinct.len() < batch {
+        let rows = Tensor::<1, Int>::from_data(
+            TensorData::new(row_prompt.iter().map(|&r| r as i64).collect(), [batch]),
+            &device,
+        );
+        cache.retain_rows(&rows);
+        padding.retain_rows(&row_prompt);
+        logits = row_prompt
+            .iter()
+            .flat_map(|&r| logits[r * vocab..(r + 1) * vocab].iter().copied())
+            .collect();
+    }
+    Ok((cache, padding, logits))
+}
+
+/// The responses padded to the longest (`pad` tokens, log-prob 0) with their mask.
+fn padded_rollout(
+    prompts: &[Vec<u32>],
+    mut responses: Vec<Vec<u32>>,
+    mut logprobs: Vec<Vec<f32>>,
+    finished: Vec<bool>,
+    pad: u32,
+) -> Rollout {
     let response_len = responses.iter().map(Vec::len).max().unwrap_or(0);
     let mask = responses
         .iter()
         .map(|r| (0..response_len).map(|t| t < r.len()).collect())
         .collect();
     for (r, lp) in responses.iter_mut().zip(&mut logprobs) {
-        r.resize(response_len, config.pad_token_id);
+        r.resize(response_len, pad);
         lp.resize(response_len, 0.0);
     }
-    Ok(Rollout {
+    Rollout {
         prompts: prompts.to_vec(),
         responses,
         logprobs,
         mask,
         finished,
-    })
+    }
 }

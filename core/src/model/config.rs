@@ -350,11 +350,14 @@ impl Qwen2Config {
 
     /// Checks every invariant the model relies on; the error names the field, its value and the rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, value: String, reason: &str| ConfigError::Invalid {
-            field,
-            value,
-            reason: reason.to_string(),
-        };
+        self.validate_sizes()?;
+        self.validate_numerics()?;
+        self.validate_features()?;
+        self.validate_token_ids()
+    }
+
+    /// The sizes: positive, heads dividing each other, an even head dimension.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
         for (field, v) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -399,6 +402,11 @@ impl Qwen2Config {
                 "must be even (rotary embeddings rotate pairs of dimensions)",
             ));
         }
+        Ok(())
+    }
+
+    /// `rms_norm_eps`, `rope_theta` (and where it is given), `rope_type`.
+    fn validate_numerics(&self) -> Result<(), ConfigError> {
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
             return Err(invalid(
                 "rms_norm_eps",
@@ -439,6 +447,12 @@ impl Qwen2Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The architecture's options aqn implements (activation, attention kind, layer types,
+    /// dropout, initializer, model type).
+    fn validate_features(&self) -> Result<(), ConfigError> {
         if self.hidden_act != SUPPORTED_HIDDEN_ACT {
             return Err(invalid(
                 "hidden_act",
@@ -491,6 +505,11 @@ impl Qwen2Config {
         {
             return Err(invalid("model_type", t.clone(), "valid choices: qwen2"));
         }
+        Ok(())
+    }
+
+    /// The special token ids fall inside the vocabulary.
+    fn validate_token_ids(&self) -> Result<(), ConfigError> {
         let specials = self
             .eos_token_ids()
             .into_iter()
@@ -526,6 +545,15 @@ fn expected_of(message: &str) -> String {
         .split_once("expected ")
         .map(|(_, e)| e.split(" at line").next().unwrap_or(e).to_string())
         .unwrap_or_else(|| message.to_string())
+}
+
+/// A refused field of `config.json`: its name, value and why.
+fn invalid(field: &'static str, value: String, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value,
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -122,31 +122,7 @@ pub fn scan(
     let n = model.num_layers();
     let mut per_layer: Vec<Vec<LayerMetrics>> = vec![Vec::new(); n];
     if capture == SrddCapture::Weights {
-        let mut weights: Vec<(usize, String, HostValues)> = Vec::new();
-        let mut packed = None;
-        model.visit_linears(|site, linear| {
-            if let Some(l) = site.layer {
-                match &linear.weight {
-                    Some(w) => weights.push((l, site.module_path(), host(w.val()))),
-                    None => {
-                        packed.get_or_insert_with(|| site.module_path());
-                    }
-                }
-            }
-        });
-        if let Some(site) = packed {
-            return Err(SrddError::BadPrompt {
-                index: 0,
-                reason: format!(
-                    "the weight scan needs the high-precision weights, and {site} is held packed"
-                ),
-            });
-        }
-        for (l, path, (shape, values)) in weights {
-            let what = || format!("layer {l} weight {path}.weight");
-            per_layer[l].push(metrics_of(&values, &shape, spec, "weights", what)?);
-        }
-        return Ok(per_layer.iter().map(|m| mean_metrics(m)).collect());
+        return scan_weights(&model, spec);
     }
     if prompts.is_empty() {
         return Err(SrddError::BadPrompt {
@@ -175,27 +151,7 @@ pub fn scan(
     };
     for (p, ids) in prompts.iter().enumerate() {
         let index = p + 1;
-        if ids.is_empty() {
-            return Err(SrddError::BadPrompt {
-                index,
-                reason: "it has no tokens".into(),
-            });
-        }
-        if ids.len() > max_len {
-            return Err(SrddError::BadPrompt {
-                index,
-                reason: format!(
-                    "{} tokens exceed the model's max_position_embeddings ({max_len})",
-                    ids.len()
-                ),
-            });
-        }
-        if let Some(&t) = ids.iter().find(|&&t| t as usize >= vocab) {
-            return Err(SrddError::BadPrompt {
-                index,
-                reason: format!("token {t} is outside the vocabulary of {vocab}"),
-            });
-        }
+        check_prompt(ids, index, vocab, max_len)?;
         let input = Tensor::<2, Int>::from_data(
             TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, ids.len()]),
             &device,
@@ -223,6 +179,66 @@ pub fn scan(
         on_prompt(index);
     }
     Ok(per_layer.iter().map(|m| mean_metrics(m)).collect())
+}
+
+/// The weight capture: every layer's projection weights against their quantized values.
+fn scan_weights(
+    model: &Qwen2ForCausalLM,
+    spec: &QuantSpec,
+) -> Result<Vec<LayerMetrics>, SrddError> {
+    let mut per_layer: Vec<Vec<LayerMetrics>> = vec![Vec::new(); model.num_layers()];
+    let mut weights: Vec<(usize, String, HostValues)> = Vec::new();
+    let mut packed = None;
+    model.visit_linears(|site, linear| {
+        if let Some(l) = site.layer {
+            match &linear.weight {
+                Some(w) => weights.push((l, site.module_path(), host(w.val()))),
+                None => {
+                    packed.get_or_insert_with(|| site.module_path());
+                }
+            }
+        }
+    });
+    if let Some(site) = packed {
+        return Err(SrddError::BadPrompt {
+            index: 0,
+            reason: format!(
+                "the weight scan needs the high-precision weights, and {site} is held packed"
+            ),
+        });
+    }
+    for (l, path, (shape, values)) in weights {
+        let what = || format!("layer {l} weight {path}.weight");
+        per_layer[l].push(metrics_of(&values, &shape, spec, "weights", what)?);
+    }
+    Ok(per_layer.iter().map(|m| mean_metrics(m)).collect())
+}
+
+/// A calibration prompt (1-based `index`) the model can run: tokens, within its positions and
+/// vocabulary.
+fn check_prompt(ids: &[u32], index: usize, vocab: usize, max_len: usize) -> Result<(), SrddError> {
+    if ids.is_empty() {
+        return Err(SrddError::BadPrompt {
+            index,
+            reason: "it has no tokens".into(),
+        });
+    }
+    if ids.len() > max_len {
+        return Err(SrddError::BadPrompt {
+            index,
+            reason: format!(
+                "{} tokens exceed the model's max_position_embeddings ({max_len})",
+                ids.len()
+            ),
+        });
+    }
+    if let Some(&t) = ids.iter().find(|&&t| t as usize >= vocab) {
+        return Err(SrddError::BadPrompt {
+            index,
+            reason: format!("token {t} is outside the vocabulary of {vocab}"),
+        });
+    }
+    Ok(())
 }
 
 /// The report of docs/spec.md section 5 from per-layer metrics: each layer flagged against

@@ -209,8 +209,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+    } else {
+        print_report(&report);
     }
+    Ok(())
+}
+
+/// The report as text: the accuracy line, the unquantized figure, the examples.
+fn print_report(report: &EvalReport) {
     let at = report
         .step
         .map(|s| format!(" step {s}"))
@@ -238,5 +244,4 @@ pub fn run(args: EvalArgs) -> Result<()> {
             response.replace('\n', " ")
         );
     }
-    Ok(())
 }

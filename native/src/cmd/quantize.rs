@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use aqn_core::formats::QuantSpec;
 use aqn_core::qat::QuantExclude;
 use aqn_core::tensor_file::{
-    FloatDtype, OutTensor, TensorFile, TensorFileError, read_bytes, serialize,
+    FloatDtype, HostTensor, OutTensor, TensorFile, TensorFileError, read_bytes, serialize,
 };
 use clap::{Args, ValueEnum};
 
@@ -158,35 +158,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         let axis = resolve_axis(args.axis, t.shape.len(), name)?;
         let ctx = || format!("quantizing tensor `{name}` {:?} with {spec}", t.shape);
         if args.packed {
-            anyhow::ensure!(
-                axis + 1 == t.shape.len(),
-                "--packed stores rows along the last axis; tensor `{name}` was asked for axis {axis}"
-            );
-            let row_len = *t.shape.last().expect("rank >= 1");
-            let p = spec.quantize(&t.data, row_len).with_context(ctx)?;
-            let scale_shape = vec![p.scales.len()];
-            out.push(OutTensor::bytes(
-                format!("{name}.codes"),
-                vec![p.codes.len()],
-                p.codes,
-            ));
-            if !p.scales.is_empty() {
-                out.push(OutTensor::bytes(
-                    format!("{name}.scales"),
-                    scale_shape,
-                    p.scales,
-                ));
-            }
-            out.push(OutTensor::float(
-                format!("{name}.tensor_scale"),
-                vec![1],
-                FloatDtype::F32,
-                &[p.tensor_scale],
-            ));
-            meta.insert(
-                format!("aqn.shape.{name}"),
-                serde_json::to_string(&t.shape)?,
-            );
+            push_packed(&mut out, &mut meta, &spec, name, &t, axis)?;
         } else {
             let q =
                 fake_quantize_along(&device, &spec, &t.data, &t.shape, axis).with_context(ctx)?;
@@ -207,6 +179,49 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         "wrote {}: {quantized} tensors quantized with {spec}{}, {copied} copied unchanged",
         args.output.display(),
         if args.packed { " (packed)" } else { "" }
+    );
+    Ok(())
+}
+
+/// Tensor `name` stored packed: `NAME.codes`, `NAME.scales` (unless the format has none) and
+/// `NAME.tensor_scale`, with its shape in the metadata (`aqn.shape.NAME`).
+fn push_packed(
+    out: &mut Vec<OutTensor>,
+    meta: &mut HashMap<String, String>,
+    spec: &QuantSpec,
+    name: &str,
+    t: &HostTensor,
+    axis: usize,
+) -> Result<()> {
+    let ctx = || format!("quantizing tensor `{name}` {:?} with {spec}", t.shape);
+    anyhow::ensure!(
+        axis + 1 == t.shape.len(),
+        "--packed stores rows along the last axis; tensor `{name}` was asked for axis {axis}"
+    );
+    let row_len = *t.shape.last().expect("rank >= 1");
+    let p = spec.quantize(&t.data, row_len).with_context(ctx)?;
+    let scale_shape = vec![p.scales.len()];
+    out.push(OutTensor::bytes(
+        format!("{name}.codes"),
+        vec![p.codes.len()],
+        p.codes,
+    ));
+    if !p.scales.is_empty() {
+        out.push(OutTensor::bytes(
+            format!("{name}.scales"),
+            scale_shape,
+            p.scales,
+        ));
+    }
+    out.push(OutTensor::float(
+        format!("{name}.tensor_scale"),
+        vec![1],
+        FloatDtype::F32,
+        &[p.tensor_scale],
+    ));
+    meta.insert(
+        format!("aqn.shape.{name}"),
+        serde_json::to_string(&t.shape)?,
     );
     Ok(())
 }

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use aqn_core::config::ConfigFile;
 use aqn_core::run::dir::CONFIG_FILE;
+use aqn_core::run::dir::StepMetrics;
 use aqn_core::run::metric_keys::{
     AQN_SIGMA, RESPONSE_LENGTH_MEAN, REWARD_ACC, REWARD_MEAN, TIMING_STEP_S,
 };
 use aqn_core::train::config::{
     ConfigError, ConfigSources, preset_names, preset_text, profile_names,
 };
-use aqn_core::train::{Collective, Event, TrainConfig, TrainOptions, train};
+use aqn_core::train::{Collective, Event, RunPlan, TrainConfig, TrainOptions, train};
 use clap::Args;
+use indicatif::ProgressBar;
 
 use crate::backend::BackendArgs;
 use crate::distributed::{self, Role};
@@ -266,37 +268,7 @@ fn run_training(
     let summary = train(config, &options, |event| match event {
         _ if !leader => {}
         Event::Plan(plan) => {
-            eprintln!("run      {}", run_dir.display());
-            if world > 1 {
-                eprintln!(
-                    "workers  {world} (data-parallel: rollouts, evaluation and micro-batches shared, gradients summed)"
-                );
-            }
-            eprintln!("setup    {}", plan.description);
-            eprintln!("model    {} ({} trainable parameters)", plan.model, plan.trainable_params);
-            eprintln!(
-                "weights  {} base, {} of projection and embedding weights, loaded in {:.1} s",
-                plan.base_storage,
-                indicatif::DecimalBytes(plan.weight_bytes as u64),
-                plan.load_s
-            );
-            eprintln!(
-                "data     {} training prompts: {} steps per epoch of {} prompts x {} responses ({} prompts per pass unused: the last incomplete batch is dropped, as verl does); {} held-out problems",
-                plan.train_problems,
-                plan.steps_per_epoch,
-                config.batch.generation(),
-                config.rollout.n,
-                plan.remainder,
-                plan.eval_problems
-            );
-            eprintln!(
-                "steps    {} epochs x {} = {} steps{}{}",
-                plan.epochs,
-                plan.steps_per_epoch,
-                plan.total_steps,
-                if plan.run_steps < plan.total_steps { format!(", stopping after {} (trainer.max_steps)", plan.run_steps) } else { String::new() },
-                if plan.start_step > 0 { format!(", resuming after step {}", plan.start_step) } else { String::new() }
-            );
+            print_plan(plan, config, run_dir, world);
             let bar = progress::bar(plan.run_steps, "train");
             bar.set_position(plan.start_step);
             pb = Some(bar);
@@ -307,7 +279,11 @@ fn run_training(
                 "eval     step {step:>4}: accuracy {:.1}% ({} problems, greedy, noise-free, {})",
                 100.0 * result.accuracy,
                 result.problems,
-                if config.quant.mode == aqn_core::qat::QuantMode::Bf16 { "BF16".to_string() } else { format!("{} {}", config.quant.weights, config.quant.mode) }
+                if config.quant.mode == aqn_core::qat::QuantMode::Bf16 {
+                    "BF16".to_string()
+                } else {
+                    format!("{} {}", config.quant.weights, config.quant.mode)
+                }
             );
             match &pb {
                 Some(b) => progress::line(b, line),
@@ -316,24 +292,7 @@ fn run_training(
         }
         Event::Step { step, metrics } => {
             if let Some(b) = &pb {
-                b.set_position(step);
-                let get = |k: &str| metrics.get(k).copied();
-                b.set_message(format!(
-                    "reward {:.2} acc {:.0}%{}{}",
-                    get(REWARD_MEAN).unwrap_or(f64::NAN),
-                    100.0 * get(REWARD_ACC).unwrap_or(f64::NAN),
-                    last_val.map(|v| format!(" val {:.0}%", 100.0 * v)).unwrap_or_default(),
-                    get(AQN_SIGMA).map(|s| format!(" sigma {s:.1e}")).unwrap_or_default()
-                ));
-                if b.is_hidden() {
-                    eprintln!(
-                        "step {step:>4}: reward {:.3} acc {:.3} len {:.1} {:.1}s",
-                        get(REWARD_MEAN).unwrap_or(f64::NAN),
-                        get(REWARD_ACC).unwrap_or(f64::NAN),
-                        get(RESPONSE_LENGTH_MEAN).unwrap_or(f64::NAN),
-                        get(TIMING_STEP_S).unwrap_or(f64::NAN)
-                    );
-                }
+                show_step(b, step, metrics, last_val);
             }
         }
         Event::Checkpoint { step, path } => {
@@ -361,4 +320,76 @@ fn run_training(
         run_dir.join("summary.json").display()
     );
     Ok(())
+}
+
+/// The run's plan, printed before the first step.
+fn print_plan(plan: &RunPlan, config: &TrainConfig, run_dir: &Path, world: usize) {
+    eprintln!("run      {}", run_dir.display());
+    if world > 1 {
+        eprintln!(
+            "workers  {world} (data-parallel: rollouts, evaluation and micro-batches shared, gradients summed)"
+        );
+    }
+    eprintln!("setup    {}", plan.description);
+    eprintln!(
+        "model    {} ({} trainable parameters)",
+        plan.model, plan.trainable_params
+    );
+    eprintln!(
+        "weights  {} base, {} of projection and embedding weights, loaded in {:.1} s",
+        plan.base_storage,
+        indicatif::DecimalBytes(plan.weight_bytes as u64),
+        plan.load_s
+    );
+    eprintln!(
+        "data     {} training prompts: {} steps per epoch of {} prompts x {} responses ({} prompts per pass unused: the last incomplete batch is dropped, as verl does); {} held-out problems",
+        plan.train_problems,
+        plan.steps_per_epoch,
+        config.batch.generation(),
+        config.rollout.n,
+        plan.remainder,
+        plan.eval_problems
+    );
+    eprintln!(
+        "steps    {} epochs x {} = {} steps{}{}",
+        plan.epochs,
+        plan.steps_per_epoch,
+        plan.total_steps,
+        if plan.run_steps < plan.total_steps {
+            format!(", stopping after {} (trainer.max_steps)", plan.run_steps)
+        } else {
+            String::new()
+        },
+        if plan.start_step > 0 {
+            format!(", resuming after step {}", plan.start_step)
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// A finished step on the progress bar (and as a line where the bar is hidden).
+fn show_step(b: &ProgressBar, step: u64, metrics: &StepMetrics, last_val: Option<f64>) {
+    b.set_position(step);
+    let get = |k: &str| metrics.get(k).copied();
+    b.set_message(format!(
+        "reward {:.2} acc {:.0}%{}{}",
+        get(REWARD_MEAN).unwrap_or(f64::NAN),
+        100.0 * get(REWARD_ACC).unwrap_or(f64::NAN),
+        last_val
+            .map(|v| format!(" val {:.0}%", 100.0 * v))
+            .unwrap_or_default(),
+        get(AQN_SIGMA)
+            .map(|s| format!(" sigma {s:.1e}"))
+            .unwrap_or_default()
+    ));
+    if b.is_hidden() {
+        eprintln!(
+            "step {step:>4}: reward {:.3} acc {:.3} len {:.1} {:.1}s",
+            get(REWARD_MEAN).unwrap_or(f64::NAN),
+            get(REWARD_ACC).unwrap_or(f64::NAN),
+            get(RESPONSE_LENGTH_MEAN).unwrap_or(f64::NAN),
+            get(TIMING_STEP_S).unwrap_or(f64::NAN)
+        );
+    }
 }

@@ -184,43 +184,14 @@ pub fn fake_quantize_blocks(
     // One unit per block: the block amax and its scale parameters.
     let mut params = Shared::<[u32]>::new_slice(param_len);
     if UNIT_POS < per_cube {
-        let base = UNIT_POS * PARAM_WORDS;
-        let mut amax = 0u32;
-        for w in 0..units_per_block {
-            amax = max(amax, partial[(UNIT_POS * units_per_block + w) as usize]);
-        }
-        params[(base + PARAM_AMAX) as usize] = amax;
-        if amax < INF_BITS {
-            if comptime![format == FORMAT_MXFP4] {
-                let e = mx_scale_exponent(amax, mode);
-                params[(base + PARAM_SCALE) as usize] = u32::cast_from(e + 127i32);
-            } else {
-                let mut g = ONE_BITS.runtime();
-                let mut inv_g = ONE_BITS.runtime();
-                if comptime![mode == NV_TWO_LEVEL] {
-                    g = tensor_scale[0];
-                    inv_g = tensor_scale[1];
-                }
-                // s = E4M3(clamp((amax / 6) / g, 2^-6, 448)), m = (1 / g) / s.
-                let ratio = clamp(
-                    sf_div(sf_div(amax, F32_SIX), g),
-                    F32_E4M3_MIN_NORMAL,
-                    F32_448,
-                );
-                let s = round_normal_to_e4m3(ratio);
-                params[(base + PARAM_SCALE) as usize] = sf_div(inv_g, s);
-                // (p * s) * g for the eight E2M1 magnitudes p, indexed by p in halves.
-                let table = base + PARAM_TABLE;
-                params[table as usize] = 0u32;
-                params[(table + 1u32) as usize] = nv_dequant(s, g, 1u32);
-                params[(table + 2u32) as usize] = nv_dequant(s, g, 2u32);
-                params[(table + 3u32) as usize] = nv_dequant(s, g, 3u32);
-                params[(table + 4u32) as usize] = nv_dequant(s, g, 4u32);
-                params[(table + 6u32) as usize] = nv_dequant(s, g, 6u32);
-                params[(table + 8u32) as usize] = nv_dequant(s, g, 8u32);
-                params[(table + 12u32) as usize] = nv_dequant(s, g, 12u32);
-            }
-        }
+        block_params(
+            &partial,
+            &mut params,
+            tensor_scale,
+            format,
+            mode,
+            units_per_block,
+        );
     }
     sync_cube();
 
@@ -255,6 +226,57 @@ pub fn fake_quantize_blocks(
                 }
             }
             q[i as usize] = out;
+        }
+    }
+}
+
+/// The block parameters, computed by unit `UNIT_POS` (< the blocks per cube) for its block from
+/// the units' partial amaxes: the block amax, the scale (MXFP4: the biased exponent; NVFP4: the
+/// element multiplier `m = (1 / g) / s`) and, for NVFP4, the dequantization table.
+#[cube]
+fn block_params(
+    partial: &Shared<[u32]>,
+    params: &mut Shared<[u32]>,
+    tensor_scale: &[u32],
+    #[comptime] format: u32,
+    #[comptime] mode: u32,
+    #[comptime] units_per_block: u32,
+) {
+    let base = UNIT_POS * PARAM_WORDS;
+    let mut amax = 0u32;
+    for w in 0..units_per_block {
+        amax = max(amax, partial[(UNIT_POS * units_per_block + w) as usize]);
+    }
+    params[(base + PARAM_AMAX) as usize] = amax;
+    if amax < INF_BITS {
+        if comptime![format == FORMAT_MXFP4] {
+            let e = mx_scale_exponent(amax, mode);
+            params[(base + PARAM_SCALE) as usize] = u32::cast_from(e + 127i32);
+        } else {
+            let mut g = ONE_BITS.runtime();
+            let mut inv_g = ONE_BITS.runtime();
+            if comptime![mode == NV_TWO_LEVEL] {
+                g = tensor_scale[0];
+                inv_g = tensor_scale[1];
+            }
+            // s = E4M3(clamp((amax / 6) / g, 2^-6, 448)), m = (1 / g) / s.
+            let ratio = clamp(
+                sf_div(sf_div(amax, F32_SIX), g),
+                F32_E4M3_MIN_NORMAL,
+                F32_448,
+            );
+            let s = round_normal_to_e4m3(ratio);
+            params[(base + PARAM_SCALE) as usize] = sf_div(inv_g, s);
+            // (p * s) * g for the eight E2M1 magnitudes p, indexed by p in halves.
+            let table = base + PARAM_TABLE;
+            params[table as usize] = 0u32;
+            params[(table + 1u32) as usize] = nv_dequant(s, g, 1u32);
+            params[(table + 2u32) as usize] = nv_dequant(s, g, 2u32);
+            params[(table + 3u32) as usize] = nv_dequant(s, g, 3u32);
+            params[(table + 4u32) as usize] = nv_dequant(s, g, 4u32);
+            params[(table + 6u32) as usize] = nv_dequant(s, g, 6u32);
+            params[(table + 8u32) as usize] = nv_dequant(s, g, 8u32);
+            params[(table + 12u32) as usize] = nv_dequant(s, g, 12u32);
         }
     }
 }

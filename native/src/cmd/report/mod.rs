@@ -280,11 +280,20 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
     ));
     out.push_str(&format!("**Curves**: `{}`\n\n---\n\n", svg_dir.display()));
 
+    let best = best_per_category(experiments);
+    experiment_table(&mut out, experiments, &best);
+    best_table(&mut out, &best);
+    aqn_reference(&mut out, experiments);
+    runs_table(&mut out, experiments);
+    out
+}
+
+/// The complete experiment table (the best of each category in bold).
+fn experiment_table(out: &mut String, experiments: &[Experiment], best: &[&Experiment]) {
     out.push_str("## Complete Experiment Table\n\n");
     out.push_str("Score: held-out accuracy at the final step, greedy and noise-free, in the trained quantization mode (mean ± sample std over seeds).\n\n");
     out.push_str("| Exp ID | Type | TensorBoard Name | Score | Epochs | AQN/RIN | Epoch-Aware | RIN Mode | LoRA | dtype | Quant Mode | Notes |\n");
     out.push_str("|--------|------|------------------|-------|--------|---------|-------------|----------|------|-------|-----------|-------|\n");
-    let best = best_per_category(experiments);
     let best_ids: Vec<&str> = best.iter().map(|e| e.id.as_str()).collect();
     for e in experiments {
         let f = e.first();
@@ -336,12 +345,15 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
             notes.replace('|', "/")
         ));
     }
+}
 
+/// The best experiment per category and run length.
+fn best_table(out: &mut String, best: &[&Experiment]) {
     out.push_str("\n---\n\n## Best Results per Category\n\n");
     out.push_str("Scores are compared only between runs of the same length: one row per category and run length (steps).\n\n");
     out.push_str("| Category | Steps | Best Experiment | Score | Epochs | Key Config |\n");
     out.push_str("|----------|-------|----------------|-------|--------|------------|\n");
-    for e in &best {
+    for e in best {
         let f = e.first();
         let mut key = vec![f.dtype.clone()];
         if let Some(m) = &f.quant_mode {
@@ -371,7 +383,10 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
             key.join(" + ")
         ));
     }
+}
 
+/// One column per distinct AQN configuration among the runs.
+fn aqn_reference(out: &mut String, experiments: &[Experiment]) {
     out.push_str("\n---\n\n## AQN Configuration Reference\n\n");
     // One column per distinct AQN configuration among the runs, named by the experiments using it.
     let mut columns: Vec<(Vec<String>, [String; 5])> = Vec::new();
@@ -424,7 +439,10 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
             out.push_str(&format!(" {what} |\n"));
         }
     }
+}
 
+/// One row per run.
+fn runs_table(out: &mut String, experiments: &[Experiment]) {
     out.push_str("\n---\n\n## Runs\n\n| Exp ID | Seed | Base | Score | Peak | Steps | Wall | Run folder |\n|--------|------|------|-------|------|-------|------|------------|\n");
     for e in experiments {
         for r in &e.runs {
@@ -443,7 +461,6 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
             ));
         }
     }
-    out
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`.
