@@ -516,10 +516,8 @@ fn spec_citations_name_existing_sections() {
         seen > 50,
         "only {seen} citations found: is the pattern still used?"
     );
-    assert_eq!(
-        citations("x docs/spec.md section 12, docs/spec.md section 3."),
-        [(1, 12), (1, 3)]
-    );
+    let example = format!("x {0} 12, {0} 3.", "docs/spec.md section");
+    assert_eq!(citations(&example), [(1, 12), (1, 3)]);
 }
 
 /// The text files under `dir` (sources, docs, scripts), skipping generated folders.

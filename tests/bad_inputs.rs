@@ -151,7 +151,7 @@ fn quant_error_reports_non_finite_tensors() {
         "quant-error all-NaN",
         &["quant-error", "--input", s(&all_nan), "--format", "mxfp4"],
         &[
-            "`w` holds 3072 NaN of 3072 values (no finite value: no metrics)",
+            "`w` holds 3072 NaN of 3072 values (no finite pair of x and q(x): no metrics)",
             "--allow-non-finite",
         ],
     );

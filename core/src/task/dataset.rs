@@ -197,6 +197,13 @@ pub fn parse_jsonl(text: &str, path: &str) -> Result<Vec<Problem>, TaskError> {
             }
         };
         let question = field("question")?;
+        if question.trim().is_empty() {
+            return Err(TaskError::Malformed {
+                path: path.to_string(),
+                row,
+                message: "column `question` is empty".into(),
+            });
+        }
         let answer = field("answer")?;
         let truth = gsm8k_ground_truth(answer).ok_or_else(|| TaskError::Malformed {
             path: path.to_string(),

@@ -96,6 +96,14 @@ impl RewardConfig {
         self.overlong_buffer.validate(max_response_len)
     }
 
+    /// Whether any response can be scored correct against `ground_truth`: the ideal one,
+    /// `#### GROUND_TRUTH` (the form every kind reads), scores `acc`. A ground truth no
+    /// extraction can produce (`abc`, an empty string) is never matched.
+    pub fn can_match(&self, ground_truth: &str) -> bool {
+        self.score(&format!("#### {ground_truth}"), ground_truth, 0, 1)
+            .acc
+    }
+
     /// Scores a decoded response (special tokens and the EOS text removed) of `response_len`
     /// tokens against the ground truth.
     pub fn score(
@@ -137,6 +145,26 @@ impl RewardConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ground_truth_is_matchable_only_when_its_extraction_can_produce_it() {
+        for kind in [
+            RewardKind::Gsm8k,
+            RewardKind::Gsm8kFlexible,
+            RewardKind::Dapo,
+        ] {
+            let config = RewardConfig {
+                kind,
+                ..RewardConfig::default()
+            };
+            for truth in ["72", "-3", "1.5"] {
+                assert!(config.can_match(truth), "{kind}: {truth}");
+            }
+            for truth in ["abc", "", "seven"] {
+                assert!(!config.can_match(truth), "{kind}: {truth:?}");
+            }
+        }
+    }
 
     #[test]
     fn kinds_score_as_tabled() {

@@ -21,6 +21,7 @@ use crate::tokenizer::TokenizerError;
 
 use super::config::ConfigError;
 use super::evaluate::EvalError;
+use super::finite_weights::NonFiniteWeight;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,22 @@ pub enum TrainError {
     /// The configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An update left a trained tensor with a NaN or an infinity: the run stops at that step,
+    /// before any checkpoint is written from these weights.
+    #[error(
+        "step {step}: after the optimizer update, trained tensor `{}` holds {} of its {} values ({} trained tensors affected); the run stops here and saves nothing from these weights. Lower optim.lr (now {lr}), or clip gradients (optim.grad_clip, now {grad_clip}; with clipping a non-finite gradient skips its update)",
+        weight.tensor, weight.counts, weight.elements, weight.tensors
+    )]
+    NonFiniteWeights {
+        /// The step.
+        step: u64,
+        /// The first tensor at fault.
+        weight: Box<NonFiniteWeight>,
+        /// `optim.lr`.
+        lr: f64,
+        /// `optim.grad_clip`.
+        grad_clip: f64,
+    },
     /// A file of the run folder.
     #[error(transparent)]
     RunDir(#[from] RunDirError),

@@ -19,9 +19,13 @@ use super::config::{BUILTIN_TINY, BaseStorage, FinetuneMode, TrainConfig};
 use super::data::{DataStream, ProblemSet};
 use super::error::{Context, TrainError};
 use super::evaluate::prompt_ids;
+use super::problem_checks::check_problems;
 use crate::aqn::{Aqn, BaseModelScan};
-use crate::checkpoint::loader::{LoadPlan, load_qwen2_with};
+use crate::checkpoint::loader::{
+    CONFIG_FILE as MODEL_CONFIG_FILE, LoadError, LoadPlan, load_qwen2_with,
+};
 use crate::generation::GenerationConfig;
+use crate::model::config::Qwen2Config;
 use crate::model::{Qwen2ForCausalLM, WeightDtype};
 use crate::qat::{QuantConfig, QuantMode};
 use crate::rl::kl::KlPlacement;
@@ -149,6 +153,7 @@ impl<'a> RunContext<'a> {
                 "the training or test set is empty".into(),
             ));
         }
+        check_problems(config, &tokenizer, &problems.train, &problems.test)?;
         let mut train_prompts = Vec::with_capacity(problems.train.len());
         for (i, p) in problems.train.iter().enumerate() {
             let ids = prompt_ids(&tokenizer, &p.prompt)
@@ -176,6 +181,15 @@ impl<'a> RunContext<'a> {
             train_prompts,
             generation,
         })
+    }
+
+    /// The model's vocabulary (its `config.json`), read before the weights load.
+    pub fn vocab_size(&self) -> Result<usize, TrainError> {
+        let path = self.model_dir.join(MODEL_CONFIG_FILE);
+        Ok(Qwen2Config::from_file(&path)
+            .map_err(LoadError::from)
+            .context(format!("reading {}", path.display()))?
+            .vocab_size)
     }
 
     /// The held-out problems of each evaluation (`eval.problems` of the test set; 0: all).

@@ -25,6 +25,7 @@
 //! `save_freq` steps and at the final step. Every random draw is keyed by (seed, step, ...), so
 //! a run resumed from a checkpoint reproduces the uninterrupted one.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ use burn::tensor::Device;
 use super::advantages;
 use super::checkpoints::{Origin, Snapshot, TrainerState, resume_point, save_checkpoint};
 use super::collective::Collective;
-use super::config::TrainConfig;
+use super::config::{RunFacts, TrainConfig};
 use super::data::DataStream;
 use super::error::{Context, TrainError};
 use super::log_probs::StepLogProbs;
@@ -71,6 +72,12 @@ pub struct TrainOptions {
     /// rollouts, evaluation and micro-batches are sharded across them, gradients summed; rank 0
     /// writes the run folder.
     pub collective: Box<dyn Collective>,
+    /// The configuration keys the user chose ([`ConfigSources::resolve_with_choices`]): those
+    /// bounded by the loaded run (`trainer.save_freq`, `rollout.top_k`, `eval.problems`) are
+    /// checked against it before the model loads. Empty for `--resume` (checked at the start).
+    ///
+    /// [`ConfigSources::resolve_with_choices`]: super::config::ConfigSources::resolve_with_choices
+    pub chosen_keys: BTreeSet<String>,
 }
 
 /// Runs (or resumes) a training run; returns its summary.
@@ -90,10 +97,7 @@ pub fn train(
         Some((_, path)) => run.restore(TrainerState::read(path)?),
         None => 0,
     };
-    let run_steps = config
-        .trainer
-        .max_steps
-        .map_or(run.total_steps, |m| m.min(run.total_steps));
+    let run_steps = run_steps(config, run.total_steps);
     on_event(Event::Plan(&run.plan(start_step, run_steps)));
     if start_step == 0 {
         run.evaluate(0, &mut on_event)?;
@@ -125,6 +129,14 @@ pub fn train(
         &serde_json::to_string_pretty(&summary).expect("summary serializes"),
     )?;
     Ok(summary)
+}
+
+/// The steps this run takes: the whole run, or `trainer.max_steps` of it.
+fn run_steps(config: &TrainConfig, total_steps: u64) -> u64 {
+    config
+        .trainer
+        .max_steps
+        .map_or(total_steps, |m| m.min(total_steps))
 }
 
 /// The trainer's state between steps.
@@ -167,12 +179,18 @@ impl<'a> Run<'a> {
             dir.write_file(CONFIG_FILE, &config.to_toml())?;
         }
         let ctx = RunContext::load(config, collective, device)?;
+        let stream = setup::data_stream(config, ctx.problems.train.len())?;
+        let total_steps = stream.steps_per_epoch() * config.experiment.epochs;
+        let facts = RunFacts {
+            run_steps: run_steps(config, total_steps),
+            vocab_size: ctx.vocab_size()?,
+            test_problems: ctx.problems.test.len(),
+        };
+        config.check_run_effect(&facts, &options.chosen_keys)?;
         let checkpoint = checkpoint.map(|(_, path)| path.as_path());
         let t_load = Instant::now();
         let packed = config.base_storage_packed()?;
         let Policies { policy, reference } = Policies::build(&ctx, checkpoint, packed)?;
-        let stream = setup::data_stream(config, ctx.problems.train.len())?;
-        let total_steps = stream.steps_per_epoch() * config.experiment.epochs;
         let run_length = RunLength {
             epochs: config.experiment.epochs,
             steps_per_epoch: stream.steps_per_epoch(),

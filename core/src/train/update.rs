@@ -10,6 +10,7 @@ use burn::optim::ModuleOptimizer;
 
 use super::collective::{sum_gradients, sum_metrics};
 use super::error::{Context, TrainError};
+use super::finite_weights::non_finite_weight;
 use super::log_probs::StepLogProbs;
 use super::micro_batch::{
     MiniBatchCounts, PolicyLossSettings, PolicyMicroBatch, policy_gradients_of,
@@ -85,6 +86,14 @@ pub(super) fn ppo_update(
                     *learner.policy = learner
                         .optim
                         .step(learner.lr, learner.policy.clone(), grads);
+                    if let Some(weight) = non_finite_weight(learner.policy) {
+                        return Err(TrainError::NonFiniteWeights {
+                            step,
+                            weight: Box::new(weight),
+                            lr: cfg.optim.lr,
+                            grad_clip: cfg.optim.grad_clip,
+                        });
+                    }
                     totals.updates += 1;
                 }
                 None => totals.skipped += 1,

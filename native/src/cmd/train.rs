@@ -1,5 +1,6 @@
 //! `aqn-native train`: GRPO / DAPO with fake quantization, LoRA, AQN and HW noise.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -33,12 +34,15 @@ pub struct TrainArgs {
     profile: String,
     /// A TOML file merged over the profile and the preset (any section of the configuration).
     /// A setting the configuration refuses is named with the file, its dotted key, line and
-    /// column.
+    /// column. The keys it changes are held to --set's rules (a run's own config.toml, which
+    /// restates every key, is accepted).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override one setting, `KEY=VALUE` (repeatable): `--set actor.clip_ratio_high=0.3`,
-    /// `--set quant.weights=mxfp4:rceil`, `--set aqn.schedule.sigma_start=0.05`. Unknown keys and
-    /// invalid values are errors that name them.
+    /// `--set quant.weights=mxfp4:rceil`, `--set aqn.schedule.sigma_start=0.05`. Unknown keys,
+    /// invalid values and keys that would have no effect (`algorithm.kl.coef` without a KL
+    /// placement, `finetune.lora.*` in a full fine-tuning run, `trainer.save_freq` beyond the
+    /// run, ...) are errors that name them and the setting that prevents them.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Remove a setting or section (repeatable), e.g. `--unset aqn` to turn AQN off.
@@ -89,7 +93,8 @@ pub struct TrainArgs {
     backend: BackendArgs,
 }
 
-fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+/// The configuration and the keys the user chose (checked against the loaded run).
+fn resolve(args: &TrainArgs) -> Result<(TrainConfig, BTreeSet<String>)> {
     let mut sets = args.sets.clone();
     if let Some(seed) = args.seed {
         sets.push(format!("trainer.seed={seed}"));
@@ -111,7 +116,9 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         sets,
         unsets: args.unsets.clone(),
     };
-    TrainConfig::resolve(&sources).map_err(|e| locate_in_file(&sources, e))
+    sources
+        .resolve_with_choices()
+        .map_err(|e| locate_in_file(&sources, e))
 }
 
 /// Names where a refused setting of the `--config` file is written: the file, the dotted key,
@@ -183,7 +190,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         println!("profiles: {}", profile_names().join(", "));
         return Ok(());
     }
-    let (config, run_dir, resume) = match &args.resume {
+    let (config, chosen_keys, run_dir, resume) = match &args.resume {
         Some(dir) => {
             // clap refuses --preset, --profile, --config, --set, --unset, --seed and --run-dir
             // with --resume (and --overwrite conflicts with it).
@@ -196,17 +203,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 config.trainer.max_steps = Some(steps);
             }
             config.validate()?;
-            (config, dir.clone(), true)
+            (config, BTreeSet::new(), dir.clone(), true)
         }
         None => {
-            let config = resolve(&args)?;
+            let (config, chosen) = resolve(&args)?;
             let dir = args.run_dir.clone().unwrap_or_else(|| {
                 PathBuf::from("runs").join(format!(
                     "{}-seed{}",
                     config.experiment.id, config.trainer.seed
                 ))
             });
-            (config, dir, false)
+            (config, chosen, dir, false)
         }
     };
     if args.print_config {
@@ -219,7 +226,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Role::Worker(c) => c,
     };
     let (rank, world) = (collective.rank(), collective.world_size());
-    let result = run_training(&args, &config, &run_dir, resume, collective);
+    let result = run_training(&args, &config, &run_dir, resume, chosen_keys, collective);
     match result {
         Err(e) if world > 1 => {
             // The others may be waiting for this worker: stop the whole job, naming the rank.
@@ -241,6 +248,7 @@ fn run_training(
     config: &TrainConfig,
     run_dir: &Path,
     resume: bool,
+    chosen_keys: BTreeSet<String>,
     collective: Box<dyn Collective>,
 ) -> Result<()> {
     let leader = collective.rank() == 0;
@@ -262,6 +270,7 @@ fn run_training(
         device,
         resume,
         collective,
+        chosen_keys,
     };
     let mut pb = None;
     let mut last_val: Option<f64> = None;

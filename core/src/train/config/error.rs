@@ -56,6 +56,16 @@ pub enum ConfigError {
         /// What it must be.
         requirement: String,
     },
+    /// A chosen key that cannot take effect under the rest of the configuration.
+    #[error("{key} = {value} would have no effect: {why}")]
+    NoEffect {
+        /// The dotted key.
+        key: String,
+        /// Its value.
+        value: String,
+        /// The setting (or fact of the run) that prevents it.
+        why: String,
+    },
     /// An `--unset` of a key that is not there.
     #[error("--unset {0}: there is no such key in the configuration")]
     UnsetMissing(String),

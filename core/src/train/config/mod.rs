@@ -17,11 +17,13 @@
 //! |---|---|
 //! | [`sections`] | the sections' structs and defaults (`[experiment]`, `[model]`, `[rollout]`, ...) |
 //! | [`batch`] | `[batch]`: batch sizes and their scaled values |
+//! | [`effect`] | when each key takes effect; chosen keys that cannot are refused |
 //! | [`resolve`] | [`ConfigSources`] merged into a [`TrainConfig`] |
 //! | [`validate`] | the checks of a resolved configuration |
 //! | [`error`] | [`ConfigError`] |
 
 pub mod batch;
+pub mod effect;
 pub mod error;
 pub mod resolve;
 pub mod sections;
@@ -36,6 +38,7 @@ use crate::rl::policy_loss::PolicyLossConfig;
 
 pub use crate::catalogue::{preset_names, preset_text, profile_names, profile_text};
 pub use batch::BatchConfig;
+pub use effect::RunFacts;
 pub use error::{ConfigError, SectionError};
 pub use resolve::ConfigSources;
 pub use sections::{

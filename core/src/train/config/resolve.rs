@@ -3,10 +3,12 @@
 //! merged in this order, `--unset` keys removed, the result deserialized (a key or type the
 //! schema refuses is named, with the `--set` that broke it) and validated.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use toml::Table;
 
+use super::effect::{changed_keys, leaf_keys};
 use super::{Category, ConfigError, TrainConfig};
 use crate::catalogue::{preset_text, profile_text};
 use crate::config::{apply_override, merge};
@@ -54,6 +56,21 @@ fn remove_key(doc: &mut Table, key: &str) -> Result<(), ConfigError> {
 impl TrainConfig {
     /// Resolves `sources` into a validated configuration.
     pub fn resolve(sources: &ConfigSources) -> Result<Self, ConfigError> {
+        Ok(sources.resolve_with_choices()?.0)
+    }
+
+    /// The resolved configuration as TOML (written into the run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration serializes")
+    }
+}
+
+impl ConfigSources {
+    /// Resolves these sources into a validated configuration, with the keys the user chose
+    /// (the `--set` keys, and the keys the `--config` file changes; [`super::effect`]); a chosen
+    /// key that cannot take effect is refused.
+    pub fn resolve_with_choices(&self) -> Result<(TrainConfig, BTreeSet<String>), ConfigError> {
+        let sources = self;
         let mut doc = Table::try_from(TrainConfig::default()).map_err(ConfigError::Defaults)?;
         let mut profile = parse(
             profile_text(&sources.profile)?,
@@ -88,15 +105,27 @@ impl TrainConfig {
             merge(&mut doc, t);
         }
         merge(&mut doc, preset);
+        let before_file = doc.clone();
         if let Some(f) = file {
             merge(&mut doc, f);
         }
+        // Compared as the schema reads them (`targets = "rmsnorm"` is `targets.kind`), so a
+        // file that restates a value in another spelling chooses nothing.
+        let mut chosen = match (normalized(&before_file), normalized(&doc)) {
+            (Some(before), Some(after)) => changed_keys(&before, &after),
+            _ => changed_keys(&before_file, &doc),
+        };
         let before_sets = doc.clone();
         for s in &sources.sets {
             apply_override(&mut doc, s)?;
         }
+        for s in &sources.sets {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim();
+            chosen.extend(keys_under(&doc, key));
+        }
         for key in &sources.unsets {
             remove_key(&mut doc, key)?;
+            chosen.retain(|k| k != key && !k.starts_with(&format!("{key}.")));
         }
         let schema = |doc: &Table| -> Result<TrainConfig, String> {
             doc.clone()
@@ -122,13 +151,25 @@ impl TrainConfig {
             }
         };
         config.validate()?;
-        Ok(config)
+        config.check_effect(&chosen)?;
+        Ok((config, chosen))
     }
+}
 
-    /// The resolved configuration as TOML (written into the run folder).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("the configuration serializes")
+/// `doc` as the schema reads it and writes it back (`None` where the schema refuses it).
+fn normalized(doc: &Table) -> Option<Table> {
+    let config: TrainConfig = doc.clone().try_into().ok()?;
+    Table::try_from(&config).ok()
+}
+
+/// The leaf keys at or under dotted `key` of `doc` (a table-valued `--set` chooses its leaves).
+fn keys_under(doc: &Table, key: &str) -> BTreeSet<String> {
+    let mut all = leaf_keys(doc);
+    all.retain(|k| k == key || k.starts_with(&format!("{key}.")));
+    if all.is_empty() {
+        all.insert(key.to_string());
     }
+    all
 }
 
 #[cfg(test)]
