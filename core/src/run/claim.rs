@@ -282,26 +282,38 @@ fn write_mark(dir: &Path, adopted: bool) -> Result<(), ClaimError> {
     })
 }
 
+/// Whether `dir` is a run of an aqn without marks: its configuration and checkpoints, no mark.
+fn unmarked_run(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file() && dir.join(CHECKPOINT_DIR).is_dir()
+}
+
+/// Refuses a folder `--resume` cannot continue: one without the mark that is not a run of an
+/// aqn without marks (which [`claim`] marks). Reads only; the lock is [`claim`]'s.
+pub fn check_resumable(dir: &Path) -> Result<(), ClaimError> {
+    if dir.is_dir() && (RunMark::read(dir).is_some() || unmarked_run(dir)) {
+        Ok(())
+    } else {
+        Err(ClaimError::NotARun {
+            dir: dir.display().to_string(),
+        })
+    }
+}
+
 /// Takes the run folder `dir` for a run in `mode`: refuses a folder that is not aqn's or that
 /// another run holds, locks it, and (for a new run) removes the previous run's entries and marks
 /// it. The lock lasts as long as the returned claim.
 pub fn claim(dir: &Path, mode: ClaimMode) -> Result<RunClaim, ClaimError> {
     let shown = dir.display().to_string();
-    if mode == ClaimMode::Resume && !dir.is_dir() {
-        return Err(ClaimError::NotARun { dir: shown });
-    }
-    if !dir.exists() {
+    if mode == ClaimMode::Resume {
+        check_resumable(dir)?;
+    } else if !dir.exists() {
         io(dir, std::fs::create_dir_all(dir))?;
     }
     // Checked before the lock file is created (never in a folder that is not aqn's), and again
     // under the lock (another run may have changed the folder in between).
     let before = contents(dir)?;
-    let legacy = |dir: &Path| dir.join(CONFIG_FILE).is_file() && dir.join(CHECKPOINT_DIR).is_dir();
     let adopt = match (&before, mode) {
-        (Contents::Unmarked(_), ClaimMode::Resume) if legacy(dir) => true,
-        (Contents::Unmarked(_) | Contents::Empty, ClaimMode::Resume) => {
-            return Err(ClaimError::NotARun { dir: shown });
-        }
+        (Contents::Unmarked(_), ClaimMode::Resume) => true,
         (Contents::Unmarked(names), _) => {
             return Err(ClaimError::Foreign {
                 dir: shown,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aqn_core::config::ConfigFile;
-use aqn_core::run::claim::{ClaimMode, MARK_FILE, RunClaim, claim};
+use aqn_core::run::claim::{ClaimMode, MARK_FILE, RunClaim, check_resumable, claim};
 use aqn_core::run::dir::StepMetrics;
 use aqn_core::run::dir::{CHECKPOINT_DIR, CONFIG_FILE};
 use aqn_core::run::metric_keys::{
@@ -197,7 +197,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(dir) => {
             // clap refuses --preset, --profile, --config, --set, --unset, --seed and --run-dir
             // with --resume (and --overwrite conflicts with it).
-            let path = dir.join("config.toml");
+            check_resumable(dir)?;
+            let path = dir.join(CONFIG_FILE);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let mut config: TrainConfig =
