@@ -61,7 +61,8 @@ const AQN_SALT: u64 = 0x0041_514e;
 
 /// Where and how to run.
 pub struct TrainOptions {
-    /// The run folder.
+    /// The run folder. `train` writes into it without asking whose it is: the caller takes it
+    /// first with [`crate::run::claim::claim`] (the mark and the lock), as the CLI does.
     pub run_dir: PathBuf,
     /// An autodiff device.
     pub device: Device,
