@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_write::write_atomic;
+use crate::atomic_write::{temp_path, write_atomic};
 use crate::run::dir::{
     AUDIT_FILE, CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, SRDD_FILE, SUMMARY_FILE, TB_DIR,
 };
@@ -183,12 +183,20 @@ enum Contents {
     Unmarked(Vec<String>),
 }
 
-/// The entries of `dir` (sorted by name), without the lock file.
+/// The entries of `dir` (sorted by name), without the lock file and the temporary file of an
+/// interrupted write of the mark.
 fn entries(dir: &Path) -> Result<Vec<String>, ClaimError> {
+    let mark_temp = temp_path(&dir.join(MARK_FILE));
+    let mark_temp = mark_temp
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The temporary file's name ends with the writer's process id.
+    let mark_temp = mark_temp.trim_end_matches(|c: char| c.is_ascii_digit());
     let mut names = Vec::new();
     for entry in io(dir, std::fs::read_dir(dir))? {
         let name = io(dir, entry)?.file_name().to_string_lossy().into_owned();
-        if name != LOCK_FILE {
+        if name != LOCK_FILE && !name.starts_with(mark_temp) {
             names.push(name);
         }
     }
@@ -398,6 +406,14 @@ mod tests {
         assert!(matches!(e, ClaimError::NotARun { .. }), "{e}");
         assert_eq!(entries(&dir).unwrap(), vec![CONFIG_FILE, "notes.txt"]);
         assert!(!dir.join(LOCK_FILE).exists());
+        // What an interrupted first run leaves (its lock file, a half-written mark) is aqn's.
+        let left = temp_dir("left");
+        write(&left, LOCK_FILE);
+        let half_written = temp_path(&left.join(MARK_FILE));
+        write(&left, half_written.file_name().unwrap().to_str().unwrap());
+        assert!(entries(&left).unwrap().is_empty());
+        drop(claim(&left, ClaimMode::New).unwrap());
+        std::fs::remove_dir_all(&left).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
