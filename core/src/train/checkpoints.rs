@@ -9,6 +9,7 @@
 //! optional in an HF folder, and the tokenizer reads them only when present). A file that exists
 //! but cannot be copied is an error naming it.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -39,6 +40,8 @@ pub(super) const ADAPTER_DIR: &str = "adapter";
 pub(super) const WEIGHTS_DIR: &str = "model";
 /// The name of a checkpoint folder before its step.
 const STEP_PREFIX: &str = "step_";
+/// Largest safetensors header read to check a checkpoint's weights (safetensors' own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// What a checkpoint holds besides the weights and the optimizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,8 +94,9 @@ fn saved_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// Why the checkpoint folder `path` of `step` is not a complete checkpoint (`None`: it is one):
-/// its trainer state (written last) is missing, unparsable or of another step, or its optimizer
-/// state or weights (a PEFT adapter or an HF folder) are missing or empty.
+/// its trainer state (written last) is missing, unparsable or of another step, its optimizer
+/// state or weights (a PEFT adapter or an HF folder) are missing or empty, or the weights'
+/// safetensors file is shorter or longer than its header says.
 pub fn incomplete_checkpoint(path: &Path, step: u64) -> Option<String> {
     let state = path.join(TRAINER_STATE);
     let Ok(text) = std::fs::read_to_string(&state) else {
@@ -113,12 +117,46 @@ pub fn incomplete_checkpoint(path: &Path, step: u64) -> Option<String> {
         |dir: &str, files: [&str; 2]| files.iter().all(|f| non_empty(&path.join(dir).join(f)));
     let adapter = complete(ADAPTER_DIR, [ADAPTER_WEIGHTS, ADAPTER_CONFIG]);
     let weights = complete(WEIGHTS_DIR, [SINGLE_FILE, MODEL_CONFIG]);
-    if !adapter && !weights {
-        return Some(format!(
-            "neither {ADAPTER_DIR}/ ({ADAPTER_WEIGHTS}, {ADAPTER_CONFIG}) nor {WEIGHTS_DIR}/ ({SINGLE_FILE}, {MODEL_CONFIG}) is complete"
-        ));
-    }
-    None
+    let tensors = match (adapter, weights) {
+        (true, _) => format!("{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"),
+        (false, true) => format!("{WEIGHTS_DIR}/{SINGLE_FILE}"),
+        (false, false) => {
+            return Some(format!(
+                "neither {ADAPTER_DIR}/ ({ADAPTER_WEIGHTS}, {ADAPTER_CONFIG}) nor {WEIGHTS_DIR}/ ({SINGLE_FILE}, {MODEL_CONFIG}) is complete"
+            ));
+        }
+    };
+    truncated_safetensors(&path.join(&tensors)).map(|why| format!("{tensors}: {why}"))
+}
+
+/// Why the safetensors file `path` is unreadable or truncated (`None`: its header parses and the
+/// file is as long as the header's tensors say), reading the header only.
+fn truncated_safetensors(path: &Path) -> Option<String> {
+    let check = || -> Result<Option<String>, std::io::Error> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut size = [0u8; 8];
+        file.read_exact(&mut size)?;
+        let header_len = u64::from_le_bytes(size);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > len {
+            return Ok(Some(format!(
+                "a header of {header_len} bytes in a file of {len}"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header)?;
+        let Ok(serde_json::Value::Object(tensors)) = serde_json::from_slice(&header) else {
+            return Ok(Some("the header is not a JSON object".into()));
+        };
+        let end = tensors
+            .values()
+            .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+            .unwrap_or(0);
+        let expected = 8 + header_len + end;
+        Ok((expected != len).then(|| format!("{len} bytes where the header needs {expected}")))
+    };
+    check().unwrap_or_else(|e| Some(e.to_string()))
 }
 
 /// A checkpoint folder passed over because it is not complete.
@@ -349,9 +387,10 @@ mod tests {
     fn checkpoint(run: &Path, name: &str, step: u64, complete: bool) -> PathBuf {
         let path = run.join(CHECKPOINT_DIR).join(name);
         std::fs::create_dir_all(path.join(ADAPTER_DIR)).unwrap();
-        for file in [ADAPTER_WEIGHTS, ADAPTER_CONFIG] {
-            std::fs::write(path.join(ADAPTER_DIR).join(file), "x").unwrap();
-        }
+        let tensor = crate::tensor_file::OutTensor::bytes("w", vec![4], vec![1; 4]);
+        let weights = crate::tensor_file::serialize(&[tensor], None).unwrap();
+        std::fs::write(path.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS), weights).unwrap();
+        std::fs::write(path.join(ADAPTER_DIR).join(ADAPTER_CONFIG), "{}").unwrap();
         std::fs::write(path.join(OPTIMIZER_FILE), "x").unwrap();
         if complete {
             let state = TrainerState {
@@ -417,8 +456,19 @@ mod tests {
         let no_weights = checkpoint(&run, "step_4", 4, true);
         std::fs::write(no_weights.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS), "").unwrap();
         let wrong_step = checkpoint(&run, "step_5", 4, true);
+        let truncated = checkpoint(&run, "step_6", 6, true);
+        let weights = truncated.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS);
+        let bytes = std::fs::read(&weights).unwrap();
+        std::fs::write(&weights, &bytes[..bytes.len() - 1]).unwrap();
         let point = resume_point(&run).unwrap();
         assert_eq!(point.step, 1);
+        let first = point.skipped.first().unwrap();
+        assert_eq!(first.path, truncated);
+        assert!(first.reason.contains("where the header needs"), "{first:?}");
+        let point = ResumePoint {
+            skipped: point.skipped[1..].to_vec(),
+            ..point
+        };
         let reasons: Vec<(&Path, &str)> = point
             .skipped
             .iter()
@@ -439,7 +489,7 @@ mod tests {
         std::fs::remove_file(run.join(CHECKPOINT_DIR).join("step_1").join(OPTIMIZER_FILE)).unwrap();
         let e = resume_point(&run).err().unwrap().to_string();
         assert!(e.contains("holds no complete checkpoint"), "{e}");
-        assert!(e.contains("step_1") && e.contains("step_5"), "{e}");
+        assert!(e.contains("step_1") && e.contains("step_6"), "{e}");
         std::fs::remove_dir_all(&run).unwrap();
     }
 
