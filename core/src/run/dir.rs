@@ -9,6 +9,8 @@
 //!   checkpoints/step_N/  adapter or weights, optimizer, trainer state
 //!   srdd_report.json     when a RIN policy needed one and the run scanned the base model
 //!   summary.json         the final summary (the `report` command reads it)
+//!   .aqn-run             the mark: aqn created this folder (`run::claim`)
+//!   .aqn-lock            the file a running run holds an OS lock on (`run::claim`)
 //! ```
 //!
 //! Lines are flushed as they are written, so an interrupted run keeps everything up to its last

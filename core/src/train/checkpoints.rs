@@ -9,6 +9,7 @@
 //! optional in an HF folder, and the tokenizer reads them only when present). A file that exists
 //! but cannot be copied is an error naming it.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::config::FinetuneMode;
 use super::data::DataStream;
 use super::error::{Context, TrainError};
+use crate::atomic_write::write_atomic;
+use crate::checkpoint::loader::{CONFIG_FILE as MODEL_CONFIG, SINGLE_FILE};
+use crate::checkpoint::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::generation::GenerationConfig;
 use crate::model::Qwen2ForCausalLM;
 use crate::run::RunDir;
@@ -34,6 +38,10 @@ pub(super) const OPTIMIZER_FILE: &str = "optimizer.bin";
 pub(super) const ADAPTER_DIR: &str = "adapter";
 /// The HF model folder of a full fine-tuning run's checkpoint.
 pub(super) const WEIGHTS_DIR: &str = "model";
+/// The name of a checkpoint folder before its step.
+const STEP_PREFIX: &str = "step_";
+/// Largest safetensors header read to check a checkpoint's weights (safetensors' own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// What a checkpoint holds besides the weights and the optimizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,19 +63,19 @@ impl TrainerState {
     }
 }
 
-/// The saved checkpoints of a run (folders `step_N` with a trainer state), by ascending step.
-fn saved_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+/// The `checkpoints/step_N` folders of a run, by ascending step.
+fn step_folders(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(run_dir.join(CHECKPOINT_DIR)) else {
         return Vec::new();
     };
     let mut saved: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join(TRAINER_STATE).exists())
+        .filter(|e| e.path().is_dir())
         .filter_map(|e| {
             let step = e
                 .file_name()
                 .to_string_lossy()
-                .strip_prefix("step_")?
+                .strip_prefix(STEP_PREFIX)?
                 .parse()
                 .ok()?;
             Some((step, e.path()))
@@ -75,6 +83,101 @@ fn saved_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
         .collect();
     saved.sort_by_key(|(step, _)| *step);
     saved
+}
+
+/// The saved checkpoints of a run (folders `step_N` with a trainer state), by ascending step.
+fn saved_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    step_folders(run_dir)
+        .into_iter()
+        .filter(|(_, path)| path.join(TRAINER_STATE).exists())
+        .collect()
+}
+
+/// Why the checkpoint folder `path` of `step` is not a complete checkpoint (`None`: it is one):
+/// its trainer state (written last) is missing, unparsable or of another step, its optimizer
+/// state or weights (a PEFT adapter or an HF folder) are missing or empty, or the weights'
+/// safetensors file is shorter or longer than its header says.
+pub fn incomplete_checkpoint(path: &Path, step: u64) -> Option<String> {
+    let state = path.join(TRAINER_STATE);
+    let Ok(text) = std::fs::read_to_string(&state) else {
+        return Some(format!("no readable {TRAINER_STATE} (an interrupted save)"));
+    };
+    match serde_json::from_str::<TrainerState>(&text) {
+        Err(e) => return Some(format!("{TRAINER_STATE} cannot be parsed: {e}")),
+        Ok(s) if s.step != step => {
+            return Some(format!("{TRAINER_STATE} is of step {}", s.step));
+        }
+        Ok(_) => {}
+    }
+    let non_empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
+    if !non_empty(&path.join(OPTIMIZER_FILE)) {
+        return Some(format!("{OPTIMIZER_FILE} is missing or empty"));
+    }
+    let complete =
+        |dir: &str, files: [&str; 2]| files.iter().all(|f| non_empty(&path.join(dir).join(f)));
+    let adapter = complete(ADAPTER_DIR, [ADAPTER_WEIGHTS, ADAPTER_CONFIG]);
+    let weights = complete(WEIGHTS_DIR, [SINGLE_FILE, MODEL_CONFIG]);
+    let tensors = match (adapter, weights) {
+        (true, _) => format!("{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"),
+        (false, true) => format!("{WEIGHTS_DIR}/{SINGLE_FILE}"),
+        (false, false) => {
+            return Some(format!(
+                "neither {ADAPTER_DIR}/ ({ADAPTER_WEIGHTS}, {ADAPTER_CONFIG}) nor {WEIGHTS_DIR}/ ({SINGLE_FILE}, {MODEL_CONFIG}) is complete"
+            ));
+        }
+    };
+    truncated_safetensors(&path.join(&tensors)).map(|why| format!("{tensors}: {why}"))
+}
+
+/// Why the safetensors file `path` is unreadable or truncated (`None`: its header parses and the
+/// file is as long as the header's tensors say), reading the header only.
+fn truncated_safetensors(path: &Path) -> Option<String> {
+    let check = || -> Result<Option<String>, std::io::Error> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut size = [0u8; 8];
+        file.read_exact(&mut size)?;
+        let header_len = u64::from_le_bytes(size);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > len {
+            return Ok(Some(format!(
+                "a header of {header_len} bytes in a file of {len}"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header)?;
+        let Ok(serde_json::Value::Object(tensors)) = serde_json::from_slice(&header) else {
+            return Ok(Some("the header is not a JSON object".into()));
+        };
+        let end = tensors
+            .values()
+            .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+            .unwrap_or(0);
+        let expected = 8 + header_len + end;
+        Ok((expected != len).then(|| format!("{len} bytes where the header needs {expected}")))
+    };
+    check().unwrap_or_else(|e| Some(e.to_string()))
+}
+
+/// A checkpoint folder passed over because it is not complete.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SkippedCheckpoint {
+    /// The folder.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The latest complete checkpoint of a run, and the later folders passed over (latest first).
+fn latest_complete(run_dir: &Path) -> (Option<(u64, PathBuf)>, Vec<SkippedCheckpoint>) {
+    let mut skipped = Vec::new();
+    for (step, path) in step_folders(run_dir).into_iter().rev() {
+        match incomplete_checkpoint(&path, step) {
+            None => return (Some((step, path)), skipped),
+            Some(reason) => skipped.push(SkippedCheckpoint { path, reason }),
+        }
+    }
+    (None, skipped)
 }
 
 /// The steps of a run's saved checkpoints, ascending.
@@ -85,24 +188,44 @@ pub fn checkpoint_steps(run_dir: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// The latest `checkpoints/step_N` folder of a run.
+/// The latest complete `checkpoints/step_N` folder of a run.
 pub fn latest_checkpoint(run_dir: &Path) -> Option<(u64, PathBuf)> {
-    saved_checkpoints(run_dir).pop()
+    latest_complete(run_dir).0
 }
 
-/// The checkpoint `checkpoints/step_{step}` of a run (`None`: the latest), with its step.
+/// `what` holds no complete checkpoint: an error listing the folders passed over.
+fn no_checkpoint(what: String, skipped: &[SkippedCheckpoint]) -> TrainError {
+    let listed: Vec<String> = skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.path.display(), s.reason))
+        .collect();
+    TrainError::Setup(if listed.is_empty() {
+        format!("{what} holds no checkpoint (checkpoints/step_N with {TRAINER_STATE})")
+    } else {
+        format!("{what} holds no complete checkpoint: {}", listed.join("; "))
+    })
+}
+
+/// The checkpoint `checkpoints/step_{step}` of a run (`None`: the latest complete one), with its
+/// step.
 pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBuf), TrainError> {
     match step {
-        None => latest_checkpoint(run_dir).ok_or_else(|| {
-            TrainError::Setup(format!(
-                "{} holds no checkpoint (checkpoints/step_N with {TRAINER_STATE})",
-                run_dir.display()
-            ))
-        }),
+        None => {
+            let (found, skipped) = latest_complete(run_dir);
+            found.ok_or_else(|| no_checkpoint(run_dir.display().to_string(), &skipped))
+        }
         Some(step) => {
-            let path = run_dir.join(CHECKPOINT_DIR).join(format!("step_{step}"));
+            let path = run_dir
+                .join(CHECKPOINT_DIR)
+                .join(format!("{STEP_PREFIX}{step}"));
             if path.join(TRAINER_STATE).exists() {
-                Ok((step, path))
+                match incomplete_checkpoint(&path, step) {
+                    None => Ok((step, path)),
+                    Some(reason) => Err(TrainError::Setup(format!(
+                        "the checkpoint {} is not complete: {reason}",
+                        path.display()
+                    ))),
+                }
             } else {
                 let saved: Vec<String> = checkpoint_steps(run_dir)
                     .iter()
@@ -122,14 +245,30 @@ pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBu
     }
 }
 
-/// The checkpoint a resumed run continues from: the latest one of `run_dir`.
-pub(super) fn resume_point(run_dir: &Path) -> Result<(u64, PathBuf), TrainError> {
-    latest_checkpoint(run_dir).ok_or_else(|| {
-        TrainError::Setup(format!(
-            "--resume: {} holds no checkpoint (checkpoints/step_N with {TRAINER_STATE})",
-            run_dir.display()
-        ))
-    })
+/// The checkpoint a resumed run continues from: the latest complete one of `run_dir`.
+pub(super) struct ResumePoint {
+    /// Its step.
+    pub step: u64,
+    /// Its folder.
+    pub path: PathBuf,
+    /// The later folders passed over, latest first (the run reports them).
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// The checkpoint a resumed run continues from: the latest complete one of `run_dir`; an error
+/// naming every folder passed over when none is complete.
+pub(super) fn resume_point(run_dir: &Path) -> Result<ResumePoint, TrainError> {
+    match latest_complete(run_dir) {
+        (Some((step, path)), skipped) => Ok(ResumePoint {
+            step,
+            path,
+            skipped,
+        }),
+        (None, skipped) => Err(no_checkpoint(
+            format!("--resume: {}", run_dir.display()),
+            &skipped,
+        )),
+    }
 }
 
 /// What a checkpoint saves.
@@ -164,6 +303,11 @@ pub(super) fn save_checkpoint(
         return Ok(path);
     }
     std::fs::create_dir_all(&path).context(format!("creating {}", path.display()))?;
+    // A folder of the same step from before a resume is incomplete until its state is rewritten.
+    let state = path.join(TRAINER_STATE);
+    if state.exists() {
+        std::fs::remove_file(&state).context(format!("removing {}", state.display()))?;
+    }
     let model = snapshot.policy.valid();
     match origin.mode {
         FinetuneMode::Lora => crate::checkpoint::save_lora_adapter(
@@ -196,12 +340,13 @@ pub(super) fn save_checkpoint(
         .optim
         .save(&optimizer)
         .context(format!("saving the optimizer to {}", optimizer.display()))?;
-    let state = path.join(TRAINER_STATE);
-    std::fs::write(
+    write_atomic(
         &state,
-        serde_json::to_string_pretty(&snapshot.state).expect("the trainer state serializes"),
+        serde_json::to_string_pretty(&snapshot.state)
+            .expect("the trainer state serializes")
+            .as_bytes(),
     )
-    .context(format!("writing {}", state.display()))?;
+    .map_err(|e| TrainError::Setup(e.to_string()))?;
     Ok(path)
 }
 
@@ -238,13 +383,28 @@ mod tests {
         dir
     }
 
-    /// A checkpoint folder of `step`, complete (with its trainer state) or interrupted.
-    fn checkpoint(run: &Path, name: &str, complete: bool) {
+    /// A checkpoint folder `name` of `step`, complete or interrupted (no trainer state).
+    fn checkpoint(run: &Path, name: &str, step: u64, complete: bool) -> PathBuf {
         let path = run.join(CHECKPOINT_DIR).join(name);
-        std::fs::create_dir_all(&path).unwrap();
+        std::fs::create_dir_all(path.join(ADAPTER_DIR)).unwrap();
+        let tensor = crate::tensor_file::OutTensor::bytes("w", vec![4], vec![1; 4]);
+        let weights = crate::tensor_file::serialize(&[tensor], None).unwrap();
+        std::fs::write(path.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS), weights).unwrap();
+        std::fs::write(path.join(ADAPTER_DIR).join(ADAPTER_CONFIG), "{}").unwrap();
+        std::fs::write(path.join(OPTIMIZER_FILE), "x").unwrap();
         if complete {
-            std::fs::write(path.join(TRAINER_STATE), "{}").unwrap();
+            let state = TrainerState {
+                step,
+                stream: DataStream::new(7, 10, 4),
+                eval_history: Vec::new(),
+            };
+            std::fs::write(
+                path.join(TRAINER_STATE),
+                serde_json::to_string(&state).unwrap(),
+            )
+            .unwrap();
         }
+        path
     }
 
     #[test]
@@ -256,28 +416,80 @@ mod tests {
         assert!(e.contains("holds no checkpoint"), "{e}");
         assert!(
             resume_point(&run)
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .to_string()
                 .contains("--resume")
         );
-        for (name, complete) in [
-            ("step_2", true),
-            ("step_10", true),
-            ("step_1", true),
-            ("step_12", false),
-            ("notes", true),
+        for (name, step, complete) in [
+            ("step_2", 2, true),
+            ("step_10", 10, true),
+            ("step_1", 1, true),
+            ("step_12", 12, false),
+            ("notes", 0, true),
         ] {
-            checkpoint(&run, name, complete);
+            checkpoint(&run, name, step, complete);
         }
         assert_eq!(checkpoint_steps(&run), vec![1, 2, 10]);
         let latest = run.join(CHECKPOINT_DIR).join("step_10");
         assert_eq!(latest_checkpoint(&run), Some((10, latest.clone())));
         assert_eq!(find_checkpoint(&run, None).unwrap(), (10, latest.clone()));
-        assert_eq!(resume_point(&run).unwrap(), (10, latest));
+        let point = resume_point(&run).unwrap();
+        assert_eq!((point.step, point.path), (10, latest));
+        assert_eq!(point.skipped.len(), 1);
+        assert!(point.skipped[0].reason.contains("interrupted save"));
         let (step, path) = find_checkpoint(&run, Some(2)).unwrap();
         assert_eq!((step, path.file_name().unwrap()), (2, "step_2".as_ref()));
         let e = find_checkpoint(&run, Some(12)).unwrap_err().to_string();
         assert!(e.contains("saved steps: 1, 2, 10"), "{e}");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    #[test]
+    fn resume_falls_back_past_corrupt_checkpoints_to_the_last_complete_one() {
+        let run = temp_dir("fallback");
+        checkpoint(&run, "step_1", 1, true);
+        let bad_state = checkpoint(&run, "step_2", 2, true);
+        std::fs::write(bad_state.join(TRAINER_STATE), "{\"step\": 2,").unwrap();
+        let no_optim = checkpoint(&run, "step_3", 3, true);
+        std::fs::remove_file(no_optim.join(OPTIMIZER_FILE)).unwrap();
+        let no_weights = checkpoint(&run, "step_4", 4, true);
+        std::fs::write(no_weights.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS), "").unwrap();
+        let wrong_step = checkpoint(&run, "step_5", 4, true);
+        let truncated = checkpoint(&run, "step_6", 6, true);
+        let weights = truncated.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS);
+        let bytes = std::fs::read(&weights).unwrap();
+        std::fs::write(&weights, &bytes[..bytes.len() - 1]).unwrap();
+        let point = resume_point(&run).unwrap();
+        assert_eq!(point.step, 1);
+        let first = point.skipped.first().unwrap();
+        assert_eq!(first.path, truncated);
+        assert!(first.reason.contains("where the header needs"), "{first:?}");
+        let point = ResumePoint {
+            skipped: point.skipped[1..].to_vec(),
+            ..point
+        };
+        let reasons: Vec<(&Path, &str)> = point
+            .skipped
+            .iter()
+            .map(|s| (s.path.as_path(), s.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 4);
+        assert_eq!(reasons[0].0, wrong_step);
+        assert!(reasons[0].1.contains("is of step 4"), "{reasons:?}");
+        assert!(reasons[1].1.contains("adapter/"), "{reasons:?}");
+        assert!(reasons[2].1.contains(OPTIMIZER_FILE), "{reasons:?}");
+        assert!(reasons[3].1.contains("cannot be parsed"), "{reasons:?}");
+        let e = find_checkpoint(&run, Some(3)).unwrap_err().to_string();
+        assert!(
+            e.contains("not complete") && e.contains(OPTIMIZER_FILE),
+            "{e}"
+        );
+        // None complete: the error names every folder and why.
+        std::fs::remove_file(run.join(CHECKPOINT_DIR).join("step_1").join(OPTIMIZER_FILE)).unwrap();
+        let e = resume_point(&run).err().unwrap().to_string();
+        assert!(e.contains("holds no complete checkpoint"), "{e}");
+        assert!(e.contains("step_1") && e.contains("step_6"), "{e}");
         std::fs::remove_dir_all(&run).unwrap();
     }
 

@@ -1,6 +1,7 @@
 //! What a run reports while it goes: its plan before the first step ([`RunPlan`], with the
 //! one-line [`describe`] of its semantics and the sizes of the model) and an [`Event`] after each
-//! evaluation, step and checkpoint. The CLI turns them into its progress bar and lines.
+//! evaluation, step and checkpoint (and for each incomplete checkpoint a resumed run passes over).
+//! The CLI turns them into its progress bar and lines.
 
 use std::path::Path;
 
@@ -49,6 +50,14 @@ pub struct RunPlan {
 
 /// Progress reported while the run goes.
 pub enum Event<'a> {
+    /// A resumed run passed over a checkpoint folder that is not complete (before the plan; one
+    /// event per folder, latest first).
+    SkippedCheckpoint {
+        /// The folder.
+        path: &'a Path,
+        /// What is wrong with it.
+        reason: &'a str,
+    },
     /// Before the first step.
     Plan(&'a RunPlan),
     /// An evaluation finished.

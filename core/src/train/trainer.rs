@@ -62,11 +62,12 @@ const AQN_SALT: u64 = 0x0041_514e;
 
 /// Where and how to run.
 pub struct TrainOptions {
-    /// The run folder.
+    /// The run folder. `train` writes into it without asking whose it is: the caller takes it
+    /// first with [`crate::run::claim::claim`] (the mark and the lock), as the CLI does.
     pub run_dir: PathBuf,
     /// An autodiff device.
     pub device: Device,
-    /// Continue from the latest checkpoint in `run_dir`.
+    /// Continue from the latest complete checkpoint in `run_dir`.
     pub resume: bool,
     /// The workers of a data-parallel run ([`SingleProcess`](super::SingleProcess) for one):
     /// rollouts, evaluation and micro-batches are sharded across them, gradients summed; rank 0
@@ -88,7 +89,14 @@ pub fn train(
 ) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
     let checkpoint = if options.resume {
-        Some(resume_point(&options.run_dir)?)
+        let point = resume_point(&options.run_dir)?;
+        for skipped in &point.skipped {
+            on_event(Event::SkippedCheckpoint {
+                path: &skipped.path,
+                reason: &skipped.reason,
+            });
+        }
+        Some((point.step, point.path))
     } else {
         None
     };

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aqn_core::config::ConfigFile;
-use aqn_core::run::dir::CONFIG_FILE;
+use aqn_core::run::claim::{ClaimMode, MARK_FILE, RunClaim, check_resumable, claim};
 use aqn_core::run::dir::StepMetrics;
+use aqn_core::run::dir::{CHECKPOINT_DIR, CONFIG_FILE};
 use aqn_core::run::metric_keys::{
     AQN_SIGMA, RESPONSE_LENGTH_MEAN, REWARD_ACC, REWARD_MEAN, TIMING_STEP_S,
 };
@@ -55,23 +56,32 @@ pub struct TrainArgs {
     /// whole run).
     #[arg(long)]
     steps: Option<u64>,
-    /// The run folder (default: runs/<preset>-seed<seed>).
+    /// The run folder (default: runs/<preset>-seed<seed>): a new folder, an empty one, or one an
+    /// earlier run created (marked by its `.aqn-run` file) that holds no run. A non-empty folder
+    /// without the mark is refused, so aqn never writes into a folder of yours. The run holds an
+    /// OS lock on the folder (`.aqn-lock`) while it goes: a second train or --resume of the same
+    /// folder is refused.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// Continue the run in this folder from its latest checkpoint, with its saved configuration
-    /// (RUN_DIR/config.toml). With it only --steps (a new stop step; the schedules still span
-    /// the saved run), --workers, --backend, --wgpu-api and --print-config apply; --preset,
-    /// --profile, --config, --set, --unset, --seed, --run-dir and --overwrite are refused, even
-    /// with their default values.
+    /// Continue the run in this folder from its latest complete checkpoint (an incomplete or
+    /// corrupt later one is skipped with a warning), with its saved configuration
+    /// (RUN_DIR/config.toml). A folder without the `.aqn-run` mark is accepted when it holds
+    /// config.toml and checkpoints/ (a run of an older aqn), and marked. With it only --steps (a
+    /// new stop step; the schedules still span the saved run), --workers, --backend, --wgpu-api
+    /// and --print-config apply; --preset, --profile, --config, --set, --unset, --seed,
+    /// --run-dir and --overwrite are refused, even with their default values.
     #[arg(
         long,
         value_name = "RUN_DIR",
         conflicts_with_all = ["config", "run_dir", "preset", "profile", "sets", "unsets", "seed"]
     )]
     resume: Option<PathBuf>,
-    /// Replace a run already in the run folder (its files are deleted first). Without it, a
-    /// folder that holds a run is refused, so a finished or interrupted run is never overwritten
-    /// by accident (`--resume` continues one).
+    /// Replace a run already in the run folder: in a folder marked as aqn's (`.aqn-run`), the
+    /// previous run's files (config.toml, metrics.jsonl, noise_audit.jsonl, tb/, checkpoints/,
+    /// srdd_report.json, summary.json) are deleted first and any other file is kept. A folder
+    /// without the mark is never overwritten. Without --overwrite, a folder that holds a run is
+    /// refused, so a finished or interrupted run is never overwritten by accident (`--resume`
+    /// continues one).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
     /// Print the resolved configuration (TOML) and exit.
@@ -194,7 +204,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(dir) => {
             // clap refuses --preset, --profile, --config, --set, --unset, --seed and --run-dir
             // with --resume (and --overwrite conflicts with it).
-            let path = dir.join("config.toml");
+            check_resumable(dir)?;
+            let path = dir.join(CONFIG_FILE);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let mut config: TrainConfig =
@@ -252,17 +263,12 @@ fn run_training(
     collective: Box<dyn Collective>,
 ) -> Result<()> {
     let leader = collective.rank() == 0;
-    if leader && !resume && run_dir.join(CONFIG_FILE).exists() {
-        if !args.overwrite {
-            bail!(
-                "{} already holds a run ({CONFIG_FILE}); continue it with `--resume {}`, choose another --run-dir, or replace it with --overwrite",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
-        std::fs::remove_dir_all(run_dir)
-            .with_context(|| format!("removing the old run {}", run_dir.display()))?;
-    }
+    // Rank 0 writes the folder, so it alone checks, marks and locks it, for the whole run.
+    let _claim = if leader {
+        Some(claim_run_dir(run_dir, resume, args.overwrite)?)
+    } else {
+        None
+    };
     let device = args.backend.autodiff_device()?;
     let world = collective.world_size();
     let options = TrainOptions {
@@ -276,6 +282,10 @@ fn run_training(
     let mut last_val: Option<f64> = None;
     let summary = train(config, &options, |event| match event {
         _ if !leader => {}
+        Event::SkippedCheckpoint { path, reason } => eprintln!(
+            "warning  skipping the checkpoint {}: {reason}; resuming from the previous complete one",
+            path.display()
+        ),
         Event::Plan(plan) => {
             print_plan(plan, config, run_dir, world);
             let bar = progress::bar(plan.run_steps, "train");
@@ -329,6 +339,26 @@ fn run_training(
         run_dir.join("summary.json").display()
     );
     Ok(())
+}
+
+/// Takes the run folder for this run (`aqn_core::run::claim`): a new run takes a new, empty or
+/// marked folder (with `overwrite`, removing the previous run's files and nothing else), a
+/// resumed run a marked one or a run of an aqn without marks (marked now, with a note).
+fn claim_run_dir(run_dir: &Path, resume: bool, overwrite: bool) -> Result<RunClaim> {
+    let mode = match (resume, overwrite) {
+        (true, _) => ClaimMode::Resume,
+        (false, true) => ClaimMode::Overwrite,
+        (false, false) => ClaimMode::New,
+    };
+    let claim = claim(run_dir, mode)
+        .with_context(|| format!("cannot train in the run folder {}", run_dir.display()))?;
+    if claim.adopted {
+        eprintln!(
+            "note     {} holds a run of an aqn without run-folder marks ({CONFIG_FILE} and {CHECKPOINT_DIR}/): marked as aqn's ({MARK_FILE})",
+            run_dir.display()
+        );
+    }
+    Ok(claim)
 }
 
 /// The run's plan, printed before the first step.
