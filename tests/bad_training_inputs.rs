@@ -99,7 +99,7 @@ fn settings_that_cannot_take_effect_are_refused() {
             "finetune.mode=\"lora\"",
         ),
         (
-            "e3a",
+            "e9b",
             "algorithm.filter_groups.max_num_gen_batches=3",
             "filter_groups.enable",
             "algorithm.filter_groups.enable=true",
@@ -195,7 +195,8 @@ fn a_config_file_is_held_to_the_same_rules() {
     );
 }
 
-/// Class 3, bounded by the loaded run: refused before the model loads.
+/// Class 3, bounded by the loaded run, and class 2, the memory a run needs: refused before the
+/// model loads.
 #[test]
 fn settings_beyond_the_run_are_refused() {
     let run = tmp("beyond");
@@ -212,6 +213,11 @@ fn settings_beyond_the_run_are_refused() {
         (
             "eval.problems=100000",
             ["eval.problems = 100000", "test set"],
+        ),
+        // Class 2: sizes checked before allocating (the rollout's KV cache of 16e9 rows).
+        (
+            "rollout.n=1000000000",
+            ["rollout.n", "this machine has available"],
         ),
     ] {
         let _ = std::fs::remove_dir_all(&run);
@@ -246,7 +252,7 @@ fn non_finite_weights_stop_the_run_before_a_checkpoint() {
         &["step ", "holds", "lora", "optim.lr", "optim.grad_clip"],
     );
     let step: u64 = err
-        .split("step ")
+        .split("caused by: step ")
         .nth(1)
         .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())

@@ -36,7 +36,7 @@ pub enum TrainError {
     /// An update left a trained tensor with a NaN or an infinity: the run stops at that step,
     /// before any checkpoint is written from these weights.
     #[error(
-        "step {step}: after the optimizer update, trained tensor `{}` holds {} of its {} values ({} trained tensors affected); the run stops here and saves nothing from these weights. Lower optim.lr (now {lr}), or clip gradients (optim.grad_clip, now {grad_clip}; with clipping a non-finite gradient skips its update)",
+        "step {step}: after the optimizer update, trained tensor `{}` holds {} of its {} values ({} trained tensors affected); the run stops here and saves nothing from these weights. Lower optim.lr (now {lr:e}), or clip gradients (optim.grad_clip, now {grad_clip}; with clipping a non-finite gradient skips its update)",
         weight.tensor, weight.counts, weight.elements, weight.tensors
     )]
     NonFiniteWeights {

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod finite_weights;
 pub mod group_id;
 mod log_probs;
+pub mod memory;
 pub mod micro_batch;
 mod mini_batches;
 pub mod pretrain;

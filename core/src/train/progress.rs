@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{FinetuneMode, TrainConfig};
 use super::evaluate::EvalResult;
+use super::memory::MemoryEstimate;
 use crate::model::Qwen2ForCausalLM;
 use crate::run::StepMetrics;
 
@@ -44,6 +45,8 @@ pub struct RunPlan {
     /// Bytes of the model's projection weights and embedding table as held (codes, f32 values
     /// and cached `Q(W)`s), the policy's; a reference policy shares or packs them.
     pub weight_bytes: usize,
+    /// The estimated memory of the run (checked against the machine on the CPU backends).
+    pub memory: MemoryEstimate,
     /// Seconds spent loading and preparing the model (before the first evaluation).
     pub load_s: f64,
 }

@@ -183,13 +183,12 @@ impl<'a> RunContext<'a> {
         })
     }
 
-    /// The model's vocabulary (its `config.json`), read before the weights load.
-    pub fn vocab_size(&self) -> Result<usize, TrainError> {
+    /// The model's architecture (its `config.json`), read before the weights load.
+    pub fn model_config(&self) -> Result<Qwen2Config, TrainError> {
         let path = self.model_dir.join(MODEL_CONFIG_FILE);
-        Ok(Qwen2Config::from_file(&path)
+        Qwen2Config::from_file(&path)
             .map_err(LoadError::from)
-            .context(format!("reading {}", path.display()))?
-            .vocab_size)
+            .context(format!("reading {}", path.display()))
     }
 
     /// The held-out problems of each evaluation (`eval.problems` of the test set; 0: all).

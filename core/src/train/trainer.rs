@@ -39,6 +39,7 @@ use super::config::{RunFacts, TrainConfig};
 use super::data::DataStream;
 use super::error::{Context, TrainError};
 use super::log_probs::StepLogProbs;
+use super::memory::{MemoryEstimate, available_memory, shortfall};
 use super::mini_batches::MiniBatches;
 use super::progress::{Event, RunPlan, describe, trainable_params, weight_bytes};
 use super::rollout;
@@ -47,6 +48,7 @@ use super::summary::RunSummary;
 use super::update::{Learner, UpdateData, ppo_update};
 use super::validation::validate;
 use crate::aqn::Aqn;
+use crate::cpu::host::is_host_device;
 use crate::model::Qwen2ForCausalLM;
 use crate::phase::Phase;
 use crate::rl::lr_schedule::LrSchedule;
@@ -160,6 +162,8 @@ struct Run<'a> {
     total_steps: u64,
     eval_history: Vec<(u64, f64)>,
     packed_base: bool,
+    /// The run's memory estimate.
+    memory: MemoryEstimate,
     load_s: f64,
 }
 
@@ -189,15 +193,23 @@ impl<'a> Run<'a> {
         let ctx = RunContext::load(config, collective, device)?;
         let stream = setup::data_stream(config, ctx.problems.train.len())?;
         let total_steps = stream.steps_per_epoch() * config.experiment.epochs;
+        let model_config = ctx.model_config()?;
         let facts = RunFacts {
             run_steps: run_steps(config, total_steps),
-            vocab_size: ctx.vocab_size()?,
+            vocab_size: model_config.vocab_size,
             test_problems: ctx.problems.test.len(),
         };
         config.check_run_effect(&facts, &options.chosen_keys)?;
+        let packed = config.base_storage_packed()?;
+        let memory = MemoryEstimate::of(config, &model_config, packed);
+        // On the CPU backends the machine's memory holds everything.
+        if is_host_device(&options.device)
+            && let Some(why) = available_memory().and_then(|a| shortfall(&memory, a))
+        {
+            return Err(TrainError::Setup(why));
+        }
         let checkpoint = checkpoint.map(|(_, path)| path.as_path());
         let t_load = Instant::now();
-        let packed = config.base_storage_packed()?;
         let Policies { policy, reference } = Policies::build(&ctx, checkpoint, packed)?;
         let run_length = RunLength {
             epochs: config.experiment.epochs,
@@ -222,6 +234,7 @@ impl<'a> Run<'a> {
             total_steps,
             eval_history: Vec::new(),
             packed_base: packed,
+            memory,
             load_s: t_load.elapsed().as_secs_f64(),
         })
     }
@@ -250,6 +263,7 @@ impl<'a> Run<'a> {
             description: describe(config),
             base_storage: if self.packed_base { "packed" } else { "latent" }.into(),
             weight_bytes: weight_bytes(&self.policy),
+            memory: self.memory,
             load_s: self.load_s,
         }
     }

@@ -374,6 +374,7 @@ fn print_plan(plan: &RunPlan, config: &TrainConfig, run_dir: &Path, world: usize
         "model    {} ({} trainable parameters)",
         plan.model, plan.trainable_params
     );
+    eprintln!("memory   {}", plan.memory);
     eprintln!(
         "weights  {} base, {} of projection and embedding weights, loaded in {:.1} s",
         plan.base_storage,
