@@ -119,10 +119,32 @@ pub fn finite_amax(x: &[f32]) -> f32 {
     finite_amax_impl(x)
 }
 
+/// [`finite_amax_impl`] with AVX2 registers written out (LLVM vectorizes the plain loop across
+/// chunks, gathering one lane of eight chunks per register: three times the instructions). The
+/// same maximum, whatever the order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn finite_amax_avx2(x: &[f32]) -> f32 {
-    finite_amax_impl(x)
+    use core::arch::x86_64::*;
+    let abs = _mm256_set1_epi32(ABS_MASK as i32);
+    let inf = _mm256_set1_epi32(INF_BITS as i32);
+    let mut m = [_mm256_setzero_si256(); 2];
+    let chunks = x.chunks_exact(AMAX_LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (h, acc) in m.iter_mut().enumerate() {
+            // SAFETY: 8 of the chunk's 16 values.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().add(8 * h).cast()) };
+            let a = _mm256_and_si256(v, abs);
+            // Magnitudes at or above Inf's pattern (Inf, NaN) count as 0.
+            *acc = _mm256_max_epi32(*acc, _mm256_and_si256(a, _mm256_cmpgt_epi32(inf, a)));
+        }
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: 8 lanes into 8 values.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), _mm256_max_epi32(m[0], m[1])) };
+    let head = lanes.into_iter().max().unwrap_or(0);
+    f32::from_bits(finite_amax_impl(tail).to_bits().max(head as u32))
 }
 
 /// Independent accumulators of [`finite_amax_impl`] (a plain fold is a serial chain LLVM does
@@ -196,6 +218,17 @@ mod tests {
             .collect();
         assert_eq!(finite_amax(&long), 9.5);
         assert_eq!(finite_amax_impl(&long), 9.5);
+        // Every length around the 16-value chunks, the largest value in each position.
+        for n in 1..40 {
+            for at in 0..n {
+                let mut v: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * -0.25).collect();
+                v[at] = -7.5;
+                if n > 2 {
+                    v[(at + 1) % n] = f32::INFINITY;
+                }
+                assert_eq!(finite_amax(&v), 7.5, "n {n} at {at}");
+            }
+        }
         assert_eq!(finite_amax(&[]), 0.0);
     }
 }

@@ -5,6 +5,8 @@
 //! | file | concept |
 //! |---|---|
 //! | [`weight`] | [`PackedWeight`]: the storage and its exact decoding, by row segment |
+//! | [`row_decode`] | row segments decoded with AVX2 (FP4 table lookups, bf16 shifts), and their plain references |
+//! | [`lanes`] | eight rows decoded at once into output lanes, for the few-row kernel, and its plain reference |
 //! | [`gemm`] | the CPU kernel of few-row products on the codes, and its plain reference |
 //! | [`matmul`] | [`packed_linear`]: the tensor operation with its straight-through backward |
 //!
@@ -12,7 +14,9 @@
 //! matmul): tests/packed_linear.rs checks that both give the same bits, forward and backward.
 
 pub mod gemm;
+pub mod lanes;
 pub mod matmul;
+mod row_decode;
 pub mod weight;
 
 pub use matmul::{FEW_ROWS, TILE_ELEMENTS, packed_linear, packed_linear_input_grad};

@@ -8,19 +8,21 @@
 //! `crate::formats` and again here). The projections of a packed base never hold the whole f32
 //! `Q(W)`: they decode the tile they multiply (`super::matmul`).
 //!
-//! A frozen weight that stays unquantized can be held here too, as plain f32 values
-//! ([`PackedWeight::f32`]): it then goes through the same tiled products, which never copy the
-//! whole matrix (a dense matmul on the CPU makes a contiguous copy of a transposed operand, 1 GB
-//! for Qwen2.5-1.5B's tied lm_head).
+//! A frozen weight that stays unquantized can be held here too ([`PackedWeight::f32`]): as f32
+//! values, or, when every value is exactly a bf16 (a bf16 checkpoint's embedding table and LM
+//! head), as their two-byte bf16 patterns, which decode to the same f32 bits. It then goes
+//! through the same tiled products, which never copy the whole matrix (a dense matmul on the CPU
+//! makes a contiguous copy of a transposed operand, 1 GB for Qwen2.5-1.5B's tied lm_head).
 //!
 //! Decoding a block is a table lookup: the 16 E2M1 codes of one block scale have 16 values,
 //! computed once per block with the same operations as [`PackedTensor::dequantize`]
-//! (MXFP4 `p * 2^e`; NVFP4 `(p * s) * g`), so the per-element work is a nibble and a load.
+//! (MXFP4 `p * 2^e`; NVFP4 `(p * s) * g`), so the per-element work is a nibble and a load
+//! (`super::row_decode`, eight or sixteen codes per instruction where the CPU has AVX2).
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 
-use crate::formats::bf16::bf16_bits_to_f32;
+use super::row_decode;
 use crate::formats::e2m1::E2M1_VALUES;
 use crate::formats::e4m3::e4m3_to_f32;
 use crate::formats::e8m0::e8m0_to_f32;
@@ -38,6 +40,9 @@ struct Inner {
     /// each of the 256 scale bytes the 16 values of its block's codes ([`fp4_table`], NaN for a
     /// NaN scale), so decoding is a lookup per code; empty otherwise.
     lut: Vec<f32>,
+    /// FP4: the value of each of the 256 scale bytes (E8M0 for MXFP4, E4M3 for NVFP4; NaN for
+    /// a NaN byte), for decoders that scale codes lane by lane; empty otherwise.
+    scale_values: Vec<f32>,
     /// Identifies the storage (shared by clones).
     id: u64,
     /// Copies of the storage kept elsewhere (the codes in device memory, one per device), owned
@@ -61,12 +66,58 @@ enum Storage {
     /// Codes + scales.
     Codes(PackedTensor),
     /// Unquantized values `[rows, cols]`.
-    F32 {
+    Dense {
         rows: usize,
         cols: usize,
-        values: Vec<f32>,
+        values: Dense,
     },
 }
+
+/// The values of an unquantized weight.
+enum Dense {
+    /// f32 values.
+    F32(Vec<f32>),
+    /// Values that are all exactly bf16, as their little-endian bf16 bit patterns (the top 16
+    /// bits of each f32; the low 16 were zero).
+    Bf16(Vec<u8>),
+}
+
+/// The mask of the f32 bits a bf16 drops: a value is exactly a bf16 when they are zero.
+const BF16_DROPPED_BITS: u32 = 0xFFFF;
+
+/// The storage as the decoders of this module read it.
+#[derive(Clone, Copy)]
+pub(super) enum View<'a> {
+    /// FP4 codes (see [`Fp4View`]).
+    Fp4(Fp4View<'a>),
+    /// One FP8 code per byte; the value is `lut[code]`.
+    Fp8 { codes: &'a [u8], lut: &'a [f32] },
+    /// Little-endian bf16 patterns, two bytes per element.
+    Bf16 { bytes: &'a [u8] },
+    /// The values.
+    F32 { values: &'a [f32] },
+}
+
+/// FP4 storage: element `e = r * cols + c` is nibble `e % 2` (low first) of `codes[e / 2]`; its
+/// block's scale byte is `scales[(r / tile_rows) * block_cols + c / block]`, and its value is
+/// `lut[16 * byte + code]`, which is `p * scale_values[byte]` (MXFP4) or
+/// `(p * scale_values[byte]) * g` (NVFP4, `g = Some(tensor scale)`) for the E2M1 value `p`.
+#[derive(Clone, Copy)]
+pub(super) struct Fp4View<'a> {
+    pub codes: &'a [u8],
+    pub scales: &'a [u8],
+    pub lut: &'a [f32],
+    pub scale_values: &'a [f32],
+    pub cols: usize,
+    pub block: usize,
+    pub block_cols: usize,
+    pub tile_rows: usize,
+    pub g: Option<f32>,
+}
+
+/// Values decoded per parallel task of [`PackedWeight::decode_rows`] / `decode_cols` (64 KiB of
+/// f32: a task amortizes its scheduling, a tile of `super::matmul` splits into several).
+const DECODE_TASK_VALUES: usize = 1 << 14;
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -96,19 +147,34 @@ impl PackedWeight {
                 packed.rows, packed.row_len
             )));
         }
-        let lut = match packed.spec.format {
-            QuantFormat::Fp8 => (0..=255u8)
-                .map(|c| e4m3_to_f32(c) * packed.tensor_scale)
-                .collect(),
-            f @ (QuantFormat::Mxfp4 | QuantFormat::Nvfp4) => (0..=255u8)
-                .flat_map(|byte| fp4_table(f, byte, packed.tensor_scale).unwrap_or([f32::NAN; 16]))
-                .collect(),
-            QuantFormat::Bf16 => Vec::new(),
+        let (lut, scale_values) = match packed.spec.format {
+            QuantFormat::Fp8 => (
+                (0..=255u8)
+                    .map(|c| e4m3_to_f32(c) * packed.tensor_scale)
+                    .collect(),
+                Vec::new(),
+            ),
+            f @ (QuantFormat::Mxfp4 | QuantFormat::Nvfp4) => (
+                (0..=255u8)
+                    .flat_map(|byte| {
+                        fp4_table(f, byte, packed.tensor_scale).unwrap_or([f32::NAN; 16])
+                    })
+                    .collect(),
+                (0..=255u8)
+                    .map(|byte| match f {
+                        QuantFormat::Mxfp4 => e8m0_to_f32(byte),
+                        _ => e4m3_to_f32(byte),
+                    })
+                    .collect(),
+            ),
+            QuantFormat::Bf16 => (Vec::new(), Vec::new()),
         };
-        Ok(Self::new(Storage::Codes(packed), lut))
+        Ok(Self::new(Storage::Codes(packed), lut, scale_values))
     }
 
-    /// An unquantized frozen weight (`[out, in]` row-major values).
+    /// An unquantized frozen weight (`[out, in]` row-major values). When every value is exactly
+    /// a bf16 (a bf16 checkpoint's), it is held as its two-byte bf16 patterns, which decode to
+    /// the same f32 bits (half the memory, half the bytes a product reads); otherwise as f32.
     pub fn f32(values: Vec<f32>, out: usize, inp: usize) -> Result<Self, FormatError> {
         if values.len() != out * inp || inp == 0 || out == 0 {
             return Err(FormatError::BadShape {
@@ -116,21 +182,33 @@ impl PackedWeight {
                 row_len: inp,
             });
         }
+        let values = if values.iter().all(|v| v.to_bits() & BF16_DROPPED_BITS == 0) {
+            Dense::Bf16(
+                values
+                    .iter()
+                    .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                    .collect(),
+            )
+        } else {
+            Dense::F32(values)
+        };
         Ok(Self::new(
-            Storage::F32 {
+            Storage::Dense {
                 rows: out,
                 cols: inp,
                 values,
             },
             Vec::new(),
+            Vec::new(),
         ))
     }
 
-    fn new(storage: Storage, lut: Vec<f32>) -> Self {
+    fn new(storage: Storage, lut: Vec<f32>, scale_values: Vec<f32>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 storage,
                 lut,
+                scale_values,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 copies: Mutex::new(Vec::new()),
             }),
@@ -141,7 +219,7 @@ impl PackedWeight {
     pub fn packed(&self) -> Option<&PackedTensor> {
         match &self.inner.storage {
             Storage::Codes(p) => Some(p),
-            Storage::F32 { .. } => None,
+            Storage::Dense { .. } => None,
         }
     }
 
@@ -160,7 +238,7 @@ impl PackedWeight {
     pub fn dims(&self) -> [usize; 2] {
         match &self.inner.storage {
             Storage::Codes(p) => [p.rows, p.row_len],
-            Storage::F32 { rows, cols, .. } => [*rows, *cols],
+            Storage::Dense { rows, cols, .. } => [*rows, *cols],
         }
     }
 
@@ -203,7 +281,10 @@ impl PackedWeight {
     pub fn storage_bytes(&self) -> usize {
         match &self.inner.storage {
             Storage::Codes(p) => p.codes.len() + p.scales.len() + std::mem::size_of::<f32>(),
-            Storage::F32 { values, .. } => std::mem::size_of_val(values.as_slice()),
+            Storage::Dense { values, .. } => match values {
+                Dense::F32(v) => std::mem::size_of_val(v.as_slice()),
+                Dense::Bf16(b) => b.len(),
+            },
         }
     }
 
@@ -215,7 +296,8 @@ impl PackedWeight {
         out
     }
 
-    /// Rows `r0..r1` (all columns) into `out` (`(r1 - r0) * in` values, row-major).
+    /// Rows `r0..r1` (all columns) into `out` (`(r1 - r0) * in` values, row-major), over
+    /// Rayon's threads when the rows are many.
     ///
     /// # Panics
     /// If the range is outside the weight or `out` has another length.
@@ -223,25 +305,41 @@ impl PackedWeight {
         let [rows, cols] = self.dims();
         assert!(r0 <= r1 && r1 <= rows, "rows {r0}..{r1} of {rows}");
         assert_eq!(out.len(), (r1 - r0) * cols, "decode_rows output length");
-        for (r, dst) in (r0..r1).zip(out.chunks_exact_mut(cols)) {
-            self.decode_segment(r, 0, cols, dst);
-        }
+        self.decode_each_row(r0, 0, cols, out);
     }
 
-    /// Columns `c0..c1` of every row into `out` (`out * (c1 - c0)` values, row-major).
+    /// Columns `c0..c1` of every row into `out` (`out * (c1 - c0)` values, row-major), over
+    /// Rayon's threads when the rows are many.
     ///
     /// # Panics
     /// If the range is outside the weight or `out` has another length.
     pub fn decode_cols(&self, c0: usize, c1: usize, out: &mut [f32]) {
         let [rows, cols] = self.dims();
         assert!(c0 <= c1 && c1 <= cols, "columns {c0}..{c1} of {cols}");
+        assert_eq!(out.len(), rows * (c1 - c0), "decode_cols output length");
+        self.decode_each_row(0, c0, c1, out);
+    }
+
+    /// Columns `c0..c1` of rows `r0..` into the rows of `out` (`c1 - c0` values each), in
+    /// parallel tasks of [`DECODE_TASK_VALUES`] values when there are several.
+    fn decode_each_row(&self, r0: usize, c0: usize, c1: usize, out: &mut [f32]) {
         let w = c1 - c0;
-        assert_eq!(out.len(), rows * w, "decode_cols output length");
-        if w == 0 {
+        if w == 0 || out.is_empty() {
             return;
         }
-        for (r, dst) in out.chunks_exact_mut(w).enumerate() {
-            self.decode_segment(r, c0, c1, dst);
+        let rows_per_task = (DECODE_TASK_VALUES / w).max(1);
+        let run = |t: usize, part: &mut [f32]| {
+            for (i, dst) in part.chunks_exact_mut(w).enumerate() {
+                self.decode_segment(r0 + t * rows_per_task + i, c0, c1, dst);
+            }
+        };
+        if crate::cpu::host::parallel(out.len()) && out.len() > rows_per_task * w {
+            use rayon::prelude::*;
+            out.par_chunks_mut(rows_per_task * w)
+                .enumerate()
+                .for_each(|(t, part)| run(t, part));
+        } else {
+            run(0, out);
         }
     }
 
@@ -249,47 +347,52 @@ impl PackedWeight {
     #[inline]
     pub fn decode_segment(&self, row: usize, c0: usize, c1: usize, out: &mut [f32]) {
         debug_assert_eq!(out.len(), c1 - c0);
-        let p = match &self.inner.storage {
-            Storage::Codes(p) => p,
-            Storage::F32 { cols, values, .. } => {
-                out.copy_from_slice(&values[row * cols + c0..row * cols + c1]);
-                return;
-            }
-        };
-        let cols = p.row_len;
-        let base = row * cols;
-        match p.spec.format {
-            QuantFormat::Fp8 => {
-                let lut = &self.inner.lut;
-                for (o, &c) in out.iter_mut().zip(&p.codes[base + c0..base + c1]) {
+        let cols = self.dims()[1];
+        let (first, last) = (row * cols + c0, row * cols + c1);
+        match self.view() {
+            View::F32 { values } => out.copy_from_slice(&values[first..last]),
+            View::Bf16 { bytes } => row_decode::bf16(&bytes[2 * first..2 * last], out),
+            View::Fp8 { codes, lut } => {
+                for (o, &c) in out.iter_mut().zip(&codes[first..last]) {
                     *o = lut[c as usize];
                 }
             }
-            QuantFormat::Bf16 => {
-                let bytes = &p.codes[2 * (base + c0)..2 * (base + c1)];
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            View::Fp4(v) => row_decode::fp4(&v, row, c0, out),
+        }
+    }
+
+    /// The storage as this module's decoders read it.
+    pub(super) fn view(&self) -> View<'_> {
+        let inner = &*self.inner;
+        match &inner.storage {
+            Storage::Dense { values, .. } => match values {
+                Dense::F32(values) => View::F32 { values },
+                Dense::Bf16(bytes) => View::Bf16 { bytes },
+            },
+            Storage::Codes(p) => match p.spec.format {
+                QuantFormat::Fp8 => View::Fp8 {
+                    codes: &p.codes,
+                    lut: &inner.lut,
+                },
+                QuantFormat::Bf16 => View::Bf16 { bytes: &p.codes },
+                f @ (QuantFormat::Mxfp4 | QuantFormat::Nvfp4) => {
+                    let block = p.spec.block_size();
+                    View::Fp4(Fp4View {
+                        codes: &p.codes,
+                        scales: &p.scales,
+                        lut: &inner.lut,
+                        scale_values: &inner.scale_values,
+                        cols: p.row_len,
+                        block,
+                        block_cols: p.row_len.div_ceil(block),
+                        tile_rows: match p.spec.blocks {
+                            BlockLayout::Row => 1,
+                            BlockLayout::Tile16x16 => block,
+                        },
+                        g: (f == QuantFormat::Nvfp4).then_some(p.tensor_scale),
+                    })
                 }
-            }
-            QuantFormat::Mxfp4 | QuantFormat::Nvfp4 => {
-                let block = p.spec.block_size();
-                let block_cols = cols.div_ceil(block);
-                let block_row = match p.spec.blocks {
-                    BlockLayout::Row => row,
-                    BlockLayout::Tile16x16 => row / block,
-                };
-                let mut c = c0;
-                while c < c1 {
-                    let bc = c / block;
-                    let end = ((bc + 1) * block).min(c1);
-                    let byte = p.scales[block_row * block_cols + bc] as usize;
-                    let table: &[f32; 16] = self.inner.lut[16 * byte..16 * byte + 16]
-                        .try_into()
-                        .expect("16 values per scale byte");
-                    decode_nibbles(&p.codes, base + c, table, &mut out[c - c0..end - c0]);
-                    c = end;
-                }
-            }
+            },
         }
     }
 }
@@ -322,7 +425,10 @@ impl PackedWeight {
     pub fn raw_layout(&self) -> RawLayout<'_> {
         let lut = self.inner.lut.as_slice();
         match &self.inner.storage {
-            Storage::F32 { values, .. } => RawLayout::F32 { values },
+            Storage::Dense { values, .. } => match values {
+                Dense::F32(values) => RawLayout::F32 { values },
+                Dense::Bf16(codes) => RawLayout::Bf16 { codes },
+            },
             Storage::Codes(p) => match p.spec.format {
                 QuantFormat::Fp8 => RawLayout::Fp8 {
                     codes: &p.codes,
@@ -375,28 +481,6 @@ pub fn fp4_table(format: QuantFormat, byte: u8, tensor_scale: f32) -> Option<[f3
         }
     }
     Some(t)
-}
-
-/// Decodes `out.len()` nibble-packed codes starting at element `first` through `table`.
-#[inline]
-fn decode_nibbles(codes: &[u8], first: usize, table: &[f32; 16], out: &mut [f32]) {
-    let n = out.len();
-    let mut i = 0;
-    if first % 2 == 1 && n > 0 {
-        out[0] = table[(codes[first / 2] >> 4) as usize];
-        i = 1;
-    }
-    // Whole bytes: two codes each, low nibble first.
-    let start_byte = (first + i) / 2;
-    let pairs = (n - i) / 2;
-    for (k, &b) in codes[start_byte..start_byte + pairs].iter().enumerate() {
-        out[i + 2 * k] = table[(b & 0xF) as usize];
-        out[i + 2 * k + 1] = table[(b >> 4) as usize];
-    }
-    i += 2 * pairs;
-    if i < n {
-        out[i] = table[(codes[(first + i) / 2] & 0xF) as usize];
-    }
 }
 
 #[cfg(test)]
@@ -486,5 +570,22 @@ mod tests {
         assert_eq!(dense.storage_bytes(), 4 * n);
         assert_eq!(dense.dequantize(), x);
         assert!(dense.spec().is_none());
+        // Values that are all bf16 (a bf16 checkpoint's) take two bytes and decode to the same
+        // bits, -0 and NaN included.
+        let mut exact: Vec<f32> = x
+            .iter()
+            .map(|v| f32::from_bits(v.to_bits() & 0xFFFF_0000))
+            .collect();
+        exact[0] = -0.0;
+        exact[1] = f32::from_bits(0xFFC1_0000);
+        let held = PackedWeight::f32(exact.clone(), 64, 128).unwrap();
+        assert_eq!(held.storage_bytes(), 2 * n);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&held.dequantize()), bits(&exact));
+        assert!(held.spec().is_none() && held.label() == "f32");
+        assert!(matches!(held.raw_layout(), RawLayout::Bf16 { .. }));
+        let mut row = vec![0.0; 50];
+        held.decode_segment(3, 70, 120, &mut row);
+        assert_eq!(bits(&row), bits(&exact[3 * 128 + 70..3 * 128 + 120]));
     }
 }
