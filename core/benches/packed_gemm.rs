@@ -4,7 +4,9 @@
 //! `quant::packed::TILE_ELEMENTS` values, then the GEMM `cpu::linear`), for 1 to 64 rows of `x`.
 //!
 //! Each case runs `AQN_BENCH_WARMUP` times untimed, then `AQN_BENCH_REPEATS` times; the fastest
-//! run is reported (robust to other work on the machine), as one JSON line per case on stdout:
+//! run is reported (robust to other work on the machine), with the least CPU time the process
+//! spent in one run (`cpu_seconds`, all threads: what to compare variants by on a busy
+//! machine), as one JSON line per case on stdout:
 //! the weight's bytes read per second (`weight_gb_per_s`, against the memory bandwidth of
 //! `--bench machine_peak`) and the multiply-adds per second (`gflop_per_s`, 2 per weight and
 //! row, against its FMA peak).
@@ -52,18 +54,32 @@ fn env_usize(name: &str, default: usize) -> usize {
     }
 }
 
-/// The fastest of `repeats` runs after `warmup`.
-fn best_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
+/// CPU seconds used by the process so far (all threads).
+fn cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// The fastest of `repeats` runs after `warmup`: wall seconds, and the CPU seconds of the
+/// process during the fastest-CPU run (robust to other work on the machine taking turns).
+fn best_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..warmup {
         f();
     }
     (0..repeats.max(1))
         .map(|_| {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), cpu_seconds());
             f();
-            t0.elapsed().as_secs_f64()
+            (t0.elapsed().as_secs_f64(), cpu_seconds() - c0)
         })
-        .fold(f64::INFINITY, f64::min)
+        .fold((f64::INFINITY, f64::INFINITY), |(w, c), (w1, c1)| {
+            (w.min(w1), c.min(c1))
+        })
 }
 
 /// A weight of `format` (`bf16`: unquantized values that are all bf16, held in two bytes).
@@ -127,7 +143,7 @@ fn main() {
                     .collect();
                 let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, inp]), &device);
                 for path in &paths {
-                    let seconds = match path.as_str() {
+                    let (seconds, cpu) = match path.as_str() {
                         "kernel" if sgemm_order_available() => {
                             best_seconds(warmup, repeats, || {
                                 black_box(packed_gemm(black_box(&x), rows, &w));
@@ -141,7 +157,8 @@ fn main() {
                     println!(
                         "{{\"format\":\"{format}\",\"weight\":\"{name}\",\"out\":{out},\"in\":{inp},\
                          \"rows\":{rows},\"path\":\"{path}\",\"threads\":{threads},\
-                         \"seconds\":{seconds:.6},\"weight_gb_per_s\":{:.2},\"gflop_per_s\":{:.1}}}",
+                         \"seconds\":{seconds:.6},\"cpu_seconds\":{cpu:.6},\
+                         \"weight_gb_per_s\":{:.2},\"gflop_per_s\":{:.1}}}",
                         bytes / seconds / 1e9,
                         2.0 * (rows * out * inp) as f64 / seconds / 1e9
                     );

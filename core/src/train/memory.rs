@@ -41,8 +41,9 @@ pub struct MemoryEstimate {
 
 impl MemoryEstimate {
     /// The estimate of `config` on a model of `model`'s shape (`packed`: the frozen base held
-    /// as codes and scales).
-    pub fn of(config: &TrainConfig, model: &Qwen2Config, packed: bool) -> Self {
+    /// as codes and scales), for prompts of at most `prompt_len` tokens (the longest training
+    /// prompt; at most `rollout.max_prompt_len`).
+    pub fn of(config: &TrainConfig, model: &Qwen2Config, packed: bool, prompt_len: usize) -> Self {
         let hidden = model.hidden_size as f64;
         let layers = model.num_hidden_layers as f64;
         let vocab = model.vocab_size as f64;
@@ -68,7 +69,7 @@ impl MemoryEstimate {
             0 => config.batch.generation() as f64 * n,
             m => (m as f64).min(config.batch.generation() as f64 * n),
         };
-        let positions = (config.rollout.max_prompt_len + config.rollout.max_response_len) as f64;
+        let positions = (prompt_len + config.rollout.max_response_len) as f64;
         let rollout = rows * (layers * 2.0 * kv_width * positions + vocab) * F32_BYTES;
 
         let micro = config.batch.micro(config.rollout.n) as f64;
@@ -147,15 +148,16 @@ mod tests {
     #[test]
     fn the_estimate_grows_with_what_sizes_it_and_a_huge_group_is_refused() {
         let model = Qwen2Config::new(1000, 64, 128, 2, 4, 2);
-        let base = MemoryEstimate::of(&config(&[]), &model, true);
-        let latent = MemoryEstimate::of(&config(&[]), &model, false);
+        let base = MemoryEstimate::of(&config(&[]), &model, true, 100);
+        let latent = MemoryEstimate::of(&config(&[]), &model, false, 100);
         assert!(latent.weights > base.weights);
-        let wide = MemoryEstimate::of(&config(&["rollout.n=16"]), &model, true);
+        let wide = MemoryEstimate::of(&config(&["rollout.n=16"]), &model, true, 100);
         assert!(wide.rollout > 1.9 * base.rollout && wide.weights == base.weights);
-        let chunked = MemoryEstimate::of(&config(&["rollout.micro_batch_size=4"]), &model, true);
+        let chunked =
+            MemoryEstimate::of(&config(&["rollout.micro_batch_size=4"]), &model, true, 100);
         assert!(chunked.rollout < base.rollout);
         assert!(shortfall(&base, 8e9).is_none());
-        let huge = MemoryEstimate::of(&config(&["rollout.n=1000000000"]), &model, true);
+        let huge = MemoryEstimate::of(&config(&["rollout.n=1000000000"]), &model, true, 100);
         let why = shortfall(&huge, 8e9).expect("a billion responses do not fit");
         assert!(
             why.contains("rollout.n") && why.contains("8.00 GB"),

@@ -201,7 +201,8 @@ impl<'a> Run<'a> {
         };
         config.check_run_effect(&facts, &options.chosen_keys)?;
         let packed = config.base_storage_packed()?;
-        let memory = MemoryEstimate::of(config, &model_config, packed);
+        let longest_prompt = ctx.train_prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let memory = MemoryEstimate::of(config, &model_config, packed, longest_prompt);
         // On the CPU backends the machine's memory holds everything.
         if is_host_device(&options.device)
             && let Some(why) = available_memory().and_then(|a| shortfall(&memory, a))

@@ -163,12 +163,8 @@ unsafe fn column_block(
         let mut k0 = kc;
         while k0 < chunk_end {
             let len = (chunk_end - k0).min(SPAN);
-            for g in 0..TASK_COLS / LANES {
-                // SAFETY: AVX2 and FMA (the caller); the buffer holds SPAN x TASK_COLS values.
-                unsafe {
-                    lanes.decode(o0 + g * LANES, k0, len, &mut s.wbuf[g * LANES..], TASK_COLS)
-                };
-            }
+            // SAFETY: AVX2 and FMA (the caller); the buffer holds SPAN x TASK_COLS values.
+            unsafe { lanes.decode(o0, k0, len, TASK_COLS / LANES, &mut s.wbuf, TASK_COLS) };
             let mut r = 0;
             // SAFETY: rows r, r + 1 < rows of `x` ([rows, k]) and of `acc` ([rows][32]); the
             // span k0..k0 + len lies inside the row.

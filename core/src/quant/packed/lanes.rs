@@ -14,12 +14,15 @@
 //! spans and rows past the end take [`decode_lanes_reference`] (row decoding, then a scalar
 //! transpose), which is also the reference of the tests.
 
-use super::weight::{Fp4View, PackedWeight, View};
+use super::view::{Fp4View, View};
+use super::weight::PackedWeight;
 
 /// Rows decoded together: the f32 lanes of an AVX2 register.
 pub const LANES: usize = 8;
 /// Columns of the FP4 fast path: 32 code bytes per row (one 256-bit load).
 pub const FP4_SPAN: usize = 64;
+/// How far ahead of a span its row's codes are prefetched (four spans: two cache lines).
+const PREFETCH_BYTES: usize = 128;
 
 /// Rows `o0..o0 + 8` (rows past the weight decode as 0), columns `k0..k0 + len`, into
 /// `dst[kk * stride + j]` (`kk < len`, `j < 8`), one row and column at a time through
@@ -66,42 +69,72 @@ impl<'a> Lanes<'a> {
         }
     }
 
-    /// [`decode_lanes_reference`]'s values, with the vector decoders where the storage and span
-    /// allow (`o0` a multiple of 8 and the eight rows inside the weight; FP4 spans of 64 columns
-    /// starting on a multiple of 64 in rows of an even length; bf16 and f32 spans of a multiple
-    /// of 8 columns).
+    /// [`decode_lanes_reference`]'s values for `groups` consecutive groups of eight rows
+    /// (group `g`: rows `o0 + 8g..`, into `dst[.. + 8g]`), with the vector decoders where the
+    /// storage and span allow (`o0` a multiple of 8 and a group's rows inside the weight; FP4
+    /// spans of 64 columns starting on a multiple of 64 in rows of an even length; bf16 and f32
+    /// spans of a multiple of 8 columns).
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA; `dst` must hold `(len - 1) * stride + 8` values.
+    /// The CPU must have AVX2 and FMA.
+    ///
+    /// # Panics
+    /// If `dst` holds fewer than `(len - 1) * stride + 8 * groups` values.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn decode(&self, o0: usize, k0: usize, len: usize, dst: &mut [f32], stride: usize) {
+    pub unsafe fn decode(
+        &self,
+        o0: usize,
+        k0: usize,
+        len: usize,
+        groups: usize,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
         let cols = self.cols;
         assert!(
-            len == 0 || dst.len() >= (len - 1) * stride + LANES,
+            len == 0 || dst.len() >= (len - 1) * stride + LANES * groups,
             "lanes buffer too small"
         );
-        let full = o0.is_multiple_of(LANES) && o0 + LANES <= self.rows && k0 + len <= cols;
-        // SAFETY (each arm): the rows o0..o0 + 8 and columns k0..k0 + len lie inside the weight
-        // (`full`), `dst` is large enough (checked), and the CPU has AVX2 (the caller).
-        match self.view {
+        // The groups whose eight rows all lie inside the weight: a prefix.
+        let full = if o0.is_multiple_of(LANES) && k0 + len <= cols {
+            (self.rows.saturating_sub(o0) / LANES).min(groups)
+        } else {
+            0
+        };
+        // SAFETY (each arm): the rows of the first `full` groups and the columns k0..k0 + len
+        // lie inside the weight, `dst` is large enough (checked), and the CPU has AVX2 (the
+        // caller).
+        let done = match self.view {
             View::Fp4(v)
-                if full
-                    && len == FP4_SPAN
-                    && cols.is_multiple_of(2)
-                    && k0.is_multiple_of(FP4_SPAN) =>
-            unsafe { fp4_span(&v, o0, k0, dst, stride) },
-            View::Bf16 { bytes } if full && len.is_multiple_of(LANES) => unsafe {
-                for c in (0..len).step_by(LANES) {
-                    bf16_square(bytes, o0 * cols + k0 + c, cols, dst, c * stride, stride);
-                }
+                if len == FP4_SPAN && cols.is_multiple_of(2) && k0.is_multiple_of(FP4_SPAN) =>
+            unsafe {
+                fp4_span(&v, o0, k0, full, dst, stride);
+                full
             },
-            View::F32 { values } if full && len.is_multiple_of(LANES) => unsafe {
-                for c in (0..len).step_by(LANES) {
-                    f32_square(values, o0 * cols + k0 + c, cols, dst, c * stride, stride);
+            View::Bf16 { bytes } if len.is_multiple_of(LANES) => unsafe {
+                for g in 0..full {
+                    for c in (0..len).step_by(LANES) {
+                        let first = (o0 + LANES * g) * cols + k0 + c;
+                        bf16_square(bytes, first, cols, dst, c * stride + LANES * g, stride);
+                    }
                 }
+                full
             },
-            _ => decode_lanes_reference(self.w, o0, k0, len, dst, stride),
+            View::F32 { values } if len.is_multiple_of(LANES) => unsafe {
+                for g in 0..full {
+                    for c in (0..len).step_by(LANES) {
+                        let first = (o0 + LANES * g) * cols + k0 + c;
+                        f32_square(values, first, cols, dst, c * stride + LANES * g, stride);
+                    }
+                }
+                full
+            },
+            _ => 0,
+        };
+        for g in done..groups {
+            let o = o0 + LANES * g;
+            decode_lanes_reference(self.w, o, k0, len, &mut dst[LANES * g..], stride);
         }
     }
 }
@@ -166,7 +199,15 @@ unsafe fn f32_square(
     // SAFETY: in bounds (the caller).
     unsafe {
         let p = values.as_ptr().add(first);
-        let rows = std::array::from_fn(|j| _mm256_loadu_ps(p.add(j * cols)));
+        let rows = std::array::from_fn(|j| {
+            // As for FP4 codes: eight streams; a prefetch never faults.
+            _mm_prefetch::<_MM_HINT_T0>(
+                p.wrapping_add(j * cols)
+                    .wrapping_byte_add(PREFETCH_BYTES)
+                    .cast(),
+            );
+            _mm256_loadu_ps(p.add(j * cols))
+        });
         for (kk, v) in transpose8(rows).into_iter().enumerate() {
             _mm256_storeu_ps(dst.as_mut_ptr().add(at + kk * stride), v);
         }
@@ -193,6 +234,8 @@ unsafe fn bf16_square(
     unsafe {
         let p = bytes.as_ptr().add(2 * first);
         let rows = std::array::from_fn(|j| {
+            // As for FP4 codes: eight streams; a prefetch never faults.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(2 * j * cols + PREFETCH_BYTES).cast());
             let h = _mm_loadu_si128(p.add(2 * j * cols).cast());
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
         });
@@ -202,30 +245,38 @@ unsafe fn bf16_square(
     }
 }
 
-/// The FP4 fast path: rows `o0..o0 + 8`, columns `k0..k0 + 64` (`k0` a multiple of 64, so the
-/// span holds whole blocks of 16 or 32 and starts on a byte of every row: `cols` is even), for
-/// the block size and format of `v` (constant in the loops below).
+/// The FP4 fast path: `groups` groups of eight rows from `o0`, columns `k0..k0 + 64` (`k0` a
+/// multiple of 64, so the span holds whole blocks of 16 or 32 and starts on a byte of every row:
+/// `cols` is even), for the block size and format of `v` (constant in the loops below).
 ///
 /// # Safety
-/// The rows and columns must lie inside the weight and `dst` hold `63 * stride + 8` values; AVX2.
+/// The rows and columns must lie inside the weight and `dst` hold `63 * stride + 8 * groups`
+/// values; AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fp4_span(v: &Fp4View, o0: usize, k0: usize, dst: &mut [f32], stride: usize) {
+unsafe fn fp4_span(
+    v: &Fp4View,
+    o0: usize,
+    k0: usize,
+    groups: usize,
+    dst: &mut [f32],
+    stride: usize,
+) {
     use crate::formats::spec::{MXFP4_BLOCK_SIZE, NVFP4_BLOCK_SIZE};
     // SAFETY: forwarded; the block size is the storage's.
     unsafe {
         match (v.block, v.g.is_some()) {
             (NVFP4_BLOCK_SIZE, true) => {
-                fp4_span_of::<NVFP4_BLOCK_SIZE, true>(v, o0, k0, dst, stride)
+                fp4_span_of::<NVFP4_BLOCK_SIZE, true>(v, o0, k0, groups, dst, stride)
             }
             (MXFP4_BLOCK_SIZE, false) => {
-                fp4_span_of::<MXFP4_BLOCK_SIZE, false>(v, o0, k0, dst, stride)
+                fp4_span_of::<MXFP4_BLOCK_SIZE, false>(v, o0, k0, groups, dst, stride)
             }
             (NVFP4_BLOCK_SIZE, false) => {
-                fp4_span_of::<NVFP4_BLOCK_SIZE, false>(v, o0, k0, dst, stride)
+                fp4_span_of::<NVFP4_BLOCK_SIZE, false>(v, o0, k0, groups, dst, stride)
             }
             (MXFP4_BLOCK_SIZE, true) => {
-                fp4_span_of::<MXFP4_BLOCK_SIZE, true>(v, o0, k0, dst, stride)
+                fp4_span_of::<MXFP4_BLOCK_SIZE, true>(v, o0, k0, groups, dst, stride)
             }
             _ => unreachable!("FP4 blocks are {NVFP4_BLOCK_SIZE} or {MXFP4_BLOCK_SIZE} wide"),
         }
@@ -242,6 +293,7 @@ unsafe fn fp4_span_of<const BLOCK: usize, const TENSOR_SCALE: bool>(
     v: &Fp4View,
     o0: usize,
     k0: usize,
+    groups: usize,
     dst: &mut [f32],
     stride: usize,
 ) {
@@ -250,65 +302,73 @@ unsafe fn fp4_span_of<const BLOCK: usize, const TENSOR_SCALE: bool>(
     // Eight codes per 32-bit word, eight words per row in the span.
     const CODES: usize = 8;
     let blocks = FP4_SPAN / BLOCK;
-    // The span's scale bytes of each lane: `blocks` consecutive bytes from `at + j * step` (a
-    // row of scales per weight row; one row shared by the eight rows of a 16x16 tile, which
-    // `o0 % 8 == 0` keeps inside one tile).
-    let at = (o0 / v.tile_rows) * v.block_cols + k0 / BLOCK;
-    let step = if v.tile_rows == 1 { v.block_cols } else { 0 };
-    debug_assert!(at + 7 * step + blocks <= v.scales.len());
-    // SAFETY: row `o0 + j` has its 32 code bytes of the span at `(o0 + j) * cols / 2 + k0 / 2`
-    // (in bounds: the caller); `dst` indices stay below `63 * stride + 8`.
+    // SAFETY: row `o` of group `gr` has its 32 code bytes of the span at `(o * cols + k0) / 2`
+    // (in bounds: the caller); `dst` indices stay below `63 * stride + 8 * groups`.
     unsafe {
-        let words: [__m256; 8] = std::array::from_fn(|j| {
-            let p = v.codes.as_ptr().add(((o0 + j) * v.cols + k0) / 2);
-            _mm256_castsi256_ps(_mm256_loadu_si256(p.cast()))
-        });
-        // Lane j of words[t]: the codes of columns k0 + 8t .. k0 + 8t + 8 of row o0 + j, code
-        // n in bits 4n .. 4n + 4.
-        let words = transpose8(words);
         let positive = _mm256_loadu_ps(E2M1_VALUES.as_ptr());
         let negative = _mm256_loadu_ps(E2M1_VALUES.as_ptr().add(8));
         let g = _mm256_set1_ps(v.g.unwrap_or(1.0));
-        // Lane j: the span's scale bytes of row o0 + j (4 for blocks of 16, 2 for 32), in bounds
-        // (the debug assertion above); then block b's scale values by a gather from the
-        // 256-entry table (a byte indexes it).
-        let bytes = _mm256_set_epi32(
-            scale_bytes::<BLOCK>(v.scales, at + 7 * step),
-            scale_bytes::<BLOCK>(v.scales, at + 6 * step),
-            scale_bytes::<BLOCK>(v.scales, at + 5 * step),
-            scale_bytes::<BLOCK>(v.scales, at + 4 * step),
-            scale_bytes::<BLOCK>(v.scales, at + 3 * step),
-            scale_bytes::<BLOCK>(v.scales, at + 2 * step),
-            scale_bytes::<BLOCK>(v.scales, at + step),
-            scale_bytes::<BLOCK>(v.scales, at),
-        );
         let table = v.scale_values.as_ptr();
         let byte_mask = _mm256_set1_epi32(0xFF);
-        let scales: [__m256; FP4_SPAN / 16] = std::array::from_fn(|b| {
-            let index = _mm256_and_si256(
-                _mm256_srlv_epi32(bytes, _mm256_set1_epi32(8 * b as i32)),
-                byte_mask,
+        for gr in 0..groups {
+            let o = o0 + LANES * gr;
+            // The span's scale bytes of each lane: `blocks` consecutive bytes from
+            // `at + j * step` (a row of scales per weight row; one row shared by the eight rows
+            // of a 16x16 tile, which `o % 8 == 0` keeps inside one tile).
+            let at = (o / v.tile_rows) * v.block_cols + k0 / BLOCK;
+            let step = if v.tile_rows == 1 { v.block_cols } else { 0 };
+            debug_assert!(at + 7 * step + blocks <= v.scales.len());
+            let words: [__m256; 8] = std::array::from_fn(|j| {
+                let p = v.codes.as_ptr().add(((o + j) * v.cols + k0) / 2);
+                // The row's codes a few spans ahead: the rows of a task (32) are as many
+                // streams, more than the hardware prefetchers follow. A prefetch never faults.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES).cast());
+                _mm256_castsi256_ps(_mm256_loadu_si256(p.cast()))
+            });
+            // Lane j of words[t]: the codes of columns k0 + 8t .. k0 + 8t + 8 of row o + j,
+            // code n in bits 4n .. 4n + 4.
+            let words = transpose8(words);
+            // Lane j: the span's scale bytes of row o + j (4 for blocks of 16, 2 for 32), in
+            // bounds (the debug assertion above); then block b's scale values by a gather from
+            // the 256-entry table (a byte indexes it).
+            let bytes = _mm256_set_epi32(
+                scale_bytes::<BLOCK>(v.scales, at + 7 * step),
+                scale_bytes::<BLOCK>(v.scales, at + 6 * step),
+                scale_bytes::<BLOCK>(v.scales, at + 5 * step),
+                scale_bytes::<BLOCK>(v.scales, at + 4 * step),
+                scale_bytes::<BLOCK>(v.scales, at + 3 * step),
+                scale_bytes::<BLOCK>(v.scales, at + 2 * step),
+                scale_bytes::<BLOCK>(v.scales, at + step),
+                scale_bytes::<BLOCK>(v.scales, at),
             );
-            _mm256_i32gather_ps::<4>(table, index)
-        });
-        for (t, word) in words.into_iter().enumerate() {
-            let s = scales[CODES * t / BLOCK];
-            let mut w = _mm256_castps_si256(word);
-            for n in 0..CODES {
-                // The permutes read the low 3 bits of each lane (the magnitude code); the sign
-                // bit (bit 3), moved to bit 31, picks the table half: p, the code's E2M1 value.
-                let p = _mm256_blendv_ps(
-                    _mm256_permutevar8x32_ps(positive, w),
-                    _mm256_permutevar8x32_ps(negative, w),
-                    _mm256_castsi256_ps(_mm256_slli_epi32::<28>(w)),
+            let scales: [__m256; FP4_SPAN / 16] = std::array::from_fn(|b| {
+                let index = _mm256_and_si256(
+                    _mm256_srlv_epi32(bytes, _mm256_set1_epi32(8 * b as i32)),
+                    byte_mask,
                 );
-                // (p * s) * g, as the table was computed.
-                let mut value = _mm256_mul_ps(p, s);
-                if TENSOR_SCALE {
-                    value = _mm256_mul_ps(value, g);
+                _mm256_i32gather_ps::<4>(table, index)
+            });
+            let out = dst.as_mut_ptr().add(LANES * gr);
+            for (t, word) in words.into_iter().enumerate() {
+                let s = scales[CODES * t / BLOCK];
+                let mut w = _mm256_castps_si256(word);
+                for n in 0..CODES {
+                    // The permutes read the low 3 bits of each lane (the magnitude code); the
+                    // sign bit (bit 3), moved to bit 31, picks the table half: p, the code's
+                    // E2M1 value.
+                    let p = _mm256_blendv_ps(
+                        _mm256_permutevar8x32_ps(positive, w),
+                        _mm256_permutevar8x32_ps(negative, w),
+                        _mm256_castsi256_ps(_mm256_slli_epi32::<28>(w)),
+                    );
+                    // (p * s) * g, as the table was computed.
+                    let mut value = _mm256_mul_ps(p, s);
+                    if TENSOR_SCALE {
+                        value = _mm256_mul_ps(value, g);
+                    }
+                    _mm256_storeu_ps(out.add((CODES * t + n) * stride), value);
+                    w = _mm256_srli_epi32::<4>(w);
                 }
-                _mm256_storeu_ps(dst.as_mut_ptr().add((CODES * t + n) * stride), value);
-                w = _mm256_srli_epi32::<4>(w);
             }
         }
     }
@@ -387,16 +447,23 @@ mod tests {
             "f32 held as bf16".into(),
             PackedWeight::f32(bf16_exact, rows, cols).unwrap(),
         ));
-        let stride = 24;
+        // One group at a time, and four groups at once (two full, one partial, one past the
+        // end) into lanes 32 wide.
         for (label, w) in &weights {
-            for o0 in [0, 8, 16] {
+            for (o0, groups, stride) in [(0, 1, 24), (8, 1, 24), (16, 1, 24), (0, 4, 32)] {
                 for (k0, len) in [(0, 64), (64, 64), (128, 64), (192, 8), (8, 16), (3, 5)] {
-                    let n = (len - 1) * stride + LANES;
+                    let n = (len - 1) * stride + LANES * groups;
                     let (mut a, mut b) = (vec![7.0; n], vec![7.0; n]);
-                    // SAFETY: AVX2 and FMA checked above; the buffers have the size required.
-                    unsafe { Lanes::new(w).decode(o0, k0, len, &mut a, stride) };
-                    decode_lanes_reference(w, o0, k0, len, &mut b, stride);
-                    assert!(same(&a, &b), "{label} rows {o0}.. cols {k0}..+{len}");
+                    // SAFETY: AVX2 and FMA checked above.
+                    unsafe { Lanes::new(w).decode(o0, k0, len, groups, &mut a, stride) };
+                    for g in 0..groups {
+                        let (o, dst) = (o0 + LANES * g, &mut b[LANES * g..]);
+                        decode_lanes_reference(w, o, k0, len, dst, stride);
+                    }
+                    assert!(
+                        same(&a, &b),
+                        "{label} rows {o0}.. x{groups} cols {k0}..+{len}"
+                    );
                 }
             }
         }

@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod lanes;
 pub mod matmul;
 mod row_decode;
+mod view;
 pub mod weight;
 
 pub use matmul::{FEW_ROWS, TILE_ELEMENTS, packed_linear, packed_linear_input_grad};

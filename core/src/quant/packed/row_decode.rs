@@ -6,7 +6,7 @@
 //! the bf16 one widens eight patterns per instruction. Decoding is exact either way: a lookup
 //! of the values [`super::weight::fp4_table`] computed, or a bit shift.
 
-use super::weight::Fp4View;
+use super::view::Fp4View;
 
 /// Decodes the bf16 patterns `bytes` (little-endian, two per value) into `out`.
 #[inline]
@@ -146,7 +146,8 @@ unsafe fn fp4_avx2(v: &Fp4View, row: usize, c0: usize, out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::weight::{PackedWeight, View};
+    use super::super::view::View;
+    use super::super::weight::PackedWeight;
     use super::*;
     use crate::formats::QuantSpec;
     use crate::rng::normal_f64;

@@ -23,6 +23,7 @@ use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use super::row_decode;
+use super::view::{Fp4View, View};
 use crate::formats::e2m1::E2M1_VALUES;
 use crate::formats::e4m3::e4m3_to_f32;
 use crate::formats::e8m0::e8m0_to_f32;
@@ -84,36 +85,6 @@ enum Dense {
 
 /// The mask of the f32 bits a bf16 drops: a value is exactly a bf16 when they are zero.
 const BF16_DROPPED_BITS: u32 = 0xFFFF;
-
-/// The storage as the decoders of this module read it.
-#[derive(Clone, Copy)]
-pub(super) enum View<'a> {
-    /// FP4 codes (see [`Fp4View`]).
-    Fp4(Fp4View<'a>),
-    /// One FP8 code per byte; the value is `lut[code]`.
-    Fp8 { codes: &'a [u8], lut: &'a [f32] },
-    /// Little-endian bf16 patterns, two bytes per element.
-    Bf16 { bytes: &'a [u8] },
-    /// The values.
-    F32 { values: &'a [f32] },
-}
-
-/// FP4 storage: element `e = r * cols + c` is nibble `e % 2` (low first) of `codes[e / 2]`; its
-/// block's scale byte is `scales[(r / tile_rows) * block_cols + c / block]`, and its value is
-/// `lut[16 * byte + code]`, which is `p * scale_values[byte]` (MXFP4) or
-/// `(p * scale_values[byte]) * g` (NVFP4, `g = Some(tensor scale)`) for the E2M1 value `p`.
-#[derive(Clone, Copy)]
-pub(super) struct Fp4View<'a> {
-    pub codes: &'a [u8],
-    pub scales: &'a [u8],
-    pub lut: &'a [f32],
-    pub scale_values: &'a [f32],
-    pub cols: usize,
-    pub block: usize,
-    pub block_cols: usize,
-    pub tile_rows: usize,
-    pub g: Option<f32>,
-}
 
 /// Values decoded per parallel task of [`PackedWeight::decode_rows`] / `decode_cols` (64 KiB of
 /// f32: a task amortizes its scheduling, a tile of `super::matmul` splits into several).
