@@ -348,7 +348,45 @@ pub fn serialize(
                 .map_err(|e| TensorFileError::Write(format!("tensor `{}`: {e}", t.name)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, metadata).map_err(|e| TensorFileError::Write(e.to_string()))
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| TensorFileError::Write(e.to_string()))?;
+    Ok(with_sorted_metadata(bytes))
+}
+
+/// The same file with its `__metadata__` keys in sorted order: the safetensors writer takes a
+/// `HashMap`, whose order changes from process to process, so two runs writing the same tensors
+/// and metadata would otherwise give different bytes.
+fn with_sorted_metadata(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    else {
+        return bytes;
+    };
+    let end = 8 + len as usize;
+    let Ok(mut header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..end]) else {
+        return bytes;
+    };
+    let Some(serde_json::Value::Object(meta)) = header.get("__metadata__").cloned() else {
+        return bytes;
+    };
+    let mut keys: Vec<&String> = meta.keys().collect();
+    keys.sort();
+    let sorted: serde_json::Map<String, serde_json::Value> = keys
+        .into_iter()
+        .map(|k| (k.clone(), meta[k].clone()))
+        .collect();
+    header["__metadata__"] = serde_json::Value::Object(sorted);
+    let mut text = header.to_string().into_bytes();
+    // The data section stays 8-byte aligned (safetensors pads the header with spaces).
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[end..]);
+    out
 }
 
 /// Writes a safetensors file tensor by tensor: the header (from the names, shapes and dtypes,
@@ -429,6 +467,24 @@ pub fn write_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_is_written_in_one_order_whatever_the_map() {
+        let tensors = [OutTensor::float("w", vec![2], FloatDtype::F32, &[1.0, 2.0])];
+        let keys = ["aqn.writer", "aqn.format", "b", "a", "zz", "m"];
+        let written: Vec<Vec<u8>> = (0..4)
+            .map(|shift| {
+                let mut meta = HashMap::new();
+                for k in keys.iter().cycle().skip(shift).take(keys.len()) {
+                    meta.insert(k.to_string(), format!("value of {k}"));
+                }
+                serialize(&tensors, Some(meta)).unwrap()
+            })
+            .collect();
+        assert!(written.windows(2).all(|w| w[0] == w[1]));
+        let file = TensorFile::parse(&written[0], "m.safetensors").unwrap();
+        assert_eq!(file.read("w").unwrap().data, vec![1.0, 2.0]);
+    }
 
     #[test]
     fn streaming_writer_is_a_valid_file() {
