@@ -159,6 +159,17 @@ fn settings_that_cannot_take_effect_are_refused() {
             &strs(&print_config(preset, &[set, fix])),
         );
     }
+    // Class 6: a NaN setting is refused at once, before anything loads.
+    refused(
+        "algorithm.entropy_coeff = nan",
+        &strs(&print_config("default", &["algorithm.entropy_coeff=nan"])),
+        &["algorithm.entropy_coeff", "NaN", "a finite number"],
+    );
+    refused(
+        "optim.adamw.betas with an infinity",
+        &strs(&print_config("default", &["optim.adamw.betas=[0.9, inf]"])),
+        &["optim.adamw.betas", "inf", "a finite number"],
+    );
     refused(
         "data.synthetic.prompt_template",
         &strs(&print_config(

@@ -2,6 +2,7 @@
 //! across sections (batch sizes, base storage, dynamic sampling), and each owned section's own
 //! checks (`[actor]`, `[quant]`, ...), whose errors are kept as the source.
 
+use super::effect::{leaf_keys, lookup};
 use super::{BaseStorage, ConfigError, FinetuneMode, TrainConfig};
 use crate::aqn::AqnTargets;
 use crate::site::{LinearKind, LinearSite};
@@ -40,10 +41,30 @@ fn aqn_needs_latent(targets: &AqnTargets) -> bool {
 impl TrainConfig {
     /// Checks values and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_finite()?;
         self.validate_batch()?;
         self.base_storage_packed()?;
         self.validate_ranges()?;
         self.validate_sections()
+    }
+
+    /// No setting is a NaN or an infinity (checked over every float of the schema, arrays
+    /// included, before any range check reads one).
+    fn validate_finite(&self) -> Result<(), ConfigError> {
+        let table = toml::Table::try_from(self).map_err(ConfigError::Defaults)?;
+        for key in leaf_keys(&table) {
+            let floats: Vec<f64> = match lookup(&table, &key) {
+                Some(toml::Value::Float(f)) => vec![*f],
+                Some(toml::Value::Array(items)) => {
+                    items.iter().filter_map(|v| v.as_float()).collect()
+                }
+                _ => continue,
+            };
+            if let Some(f) = floats.iter().find(|f| !f.is_finite()) {
+                return Err(invalid(&key, f.to_string(), "a finite number"));
+            }
+        }
+        Ok(())
     }
 
     /// Batch sizes: positive, and consistent with each other.
