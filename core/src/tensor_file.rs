@@ -363,8 +363,13 @@ fn with_sorted_metadata(bytes: Vec<u8>) -> Vec<u8> {
     else {
         return bytes;
     };
-    let end = 8 + len as usize;
-    let Ok(mut header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..end]) else {
+    let Some(end) = usize::try_from(len).ok().and_then(|n| n.checked_add(8)) else {
+        return bytes;
+    };
+    let Some(Ok(mut header)) = bytes
+        .get(8..end)
+        .map(serde_json::from_slice::<serde_json::Value>)
+    else {
         return bytes;
     };
     let Some(serde_json::Value::Object(meta)) = header.get("__metadata__").cloned() else {

@@ -37,8 +37,15 @@ impl NamedParamVisitor for FiniteScan {
         if !param.is_require_grad() {
             return;
         }
-        let values = param
-            .val()
+        // One reduction on the device first: any NaN or infinity makes the sum non-finite, so a
+        // finite sum proves the tensor clean without copying it to the host (the common case,
+        // after every update). A non-finite sum is counted value by value (an overflowing sum of
+        // finite values counts nothing).
+        let detached = param.val().detach();
+        if detached.clone().sum().into_scalar::<f32>().is_finite() {
+            return;
+        }
+        let values = detached
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
