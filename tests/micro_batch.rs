@@ -1,7 +1,8 @@
 //! Gradient accumulation over micro-batches (issue 11): the gradients and the losses of a PPO
 //! mini-batch computed in micro-batches equal the one-pass computation within 1e-5, for every
 //! loss aggregation mode, off-policy with a KL loss term and an entropy bonus, for full
-//! fine-tuning of a W4A4 model and for LoRA on a packed NVFP4 base.
+//! fine-tuning of a W4A4 model (also with rollout correction's weights and rejected tokens,
+//! issue 22) and for LoRA on a packed NVFP4 base.
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use aqn_core::rl::kl::{KlConfig, KlPlacement};
 use aqn_core::rl::metrics::PG_LOSS;
 use aqn_core::rl::policy_loss::PolicyLossConfig;
 use aqn_core::rng::normal_f64;
-use aqn_core::train::micro_batch::{PolicyLossSettings, PolicyMicroBatch, policy_gradients};
+use aqn_core::train::micro_batch::{
+    PolicyLossSettings, PolicyMicroBatch, RowCorrection, policy_gradients,
+};
 use aqn_core::train::sequence::{SequenceBatch, response_logprobs};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -61,13 +64,28 @@ fn grads_of(model: &Qwen2ForCausalLM, grads: &GradientsParams) -> Vec<Vec<f32>> 
     c.1
 }
 
+/// Rollout correction of row `row` with `len` tokens: weights in [0.5, 2.5), every third token
+/// rejected, row 2 rejected whole (so rejected tokens and a row without any kept token are both
+/// in the batch: the denominators must leave them out in every micro-batch cut).
+fn row_correction(row: usize, len: usize) -> (Vec<f64>, Vec<bool>) {
+    let weights = (0..len)
+        .map(|j| 1.5 + normal_f64(29, (row * 100 + j) as u64).clamp(-1.0, 1.0))
+        .collect();
+    let keep = (0..len)
+        .map(|j| row != 2 && !(row + j).is_multiple_of(3))
+        .collect();
+    (weights, keep)
+}
+
 /// The mini-batch of `sequences()` cut at `cuts`, with the old log-probs of a perturbed policy
-/// and the reference log-probs of `reference`, both computed per micro-batch as the trainer does.
+/// and the reference log-probs of `reference`, both computed per micro-batch as the trainer does
+/// (and rollout correction when `corrected`).
 fn micro_batches(
     model: &Qwen2ForCausalLM,
     reference: &Qwen2ForCausalLM,
     cuts: &[usize],
     device: &Device,
+    corrected: bool,
 ) -> Vec<PolicyMicroBatch> {
     let (prompts, responses, adv) = sequences();
     let mut out = Vec::new();
@@ -78,18 +96,34 @@ fn micro_batches(
             .0
             .add_scalar(0.05);
         let r = response_logprobs(&reference.valid(), &batch, false).0;
+        let correction = corrected.then(|| {
+            let (weights, keep) = (start..end)
+                .map(|row| row_correction(row, responses[row].len()))
+                .unzip();
+            RowCorrection {
+                weights: Some(weights),
+                keep,
+            }
+        });
         out.push(PolicyMicroBatch {
             batch,
             advantages: adv[start..end].to_vec(),
             old_log_prob: Some(old),
             ref_log_prob: Some(r),
+            correction,
         });
         start = end;
     }
     out
 }
 
-fn check(model: &Qwen2ForCausalLM, reference: &Qwen2ForCausalLM, device: &Device, what: &str) {
+fn check(
+    model: &Qwen2ForCausalLM,
+    reference: &Qwen2ForCausalLM,
+    device: &Device,
+    what: &str,
+    corrected: bool,
+) {
     let kl = KlConfig {
         placement: KlPlacement::Loss,
         ..KlConfig::default()
@@ -105,7 +139,7 @@ fn check(model: &Qwen2ForCausalLM, reference: &Qwen2ForCausalLM, device: &Device
             entropy_coeff: 0.01,
             loss_scale_factor: (*mode == AggMode::SeqMeanTokenSumNorm).then_some(8.0),
         };
-        let whole = micro_batches(model, reference, &[], device);
+        let whole = micro_batches(model, reference, &[], device, corrected);
         let (g_whole, m_whole) = policy_gradients(model, &whole, &settings).unwrap();
         let g_whole = grads_of(model, &g_whole);
         assert!(!g_whole.is_empty(), "{what}: no trainable gradient");
@@ -115,7 +149,7 @@ fn check(model: &Qwen2ForCausalLM, reference: &Qwen2ForCausalLM, device: &Device
             .fold(0f32, |m, v| m.max(v.abs()))
             .max(1e-3) as f64;
         for cuts in [vec![2, 4], vec![4], vec![1, 3, 5]] {
-            let micros = micro_batches(model, reference, &cuts, device);
+            let micros = micro_batches(model, reference, &cuts, device, corrected);
             let (g, m) = policy_gradients(model, &micros, &settings).unwrap();
             let g = grads_of(model, &g);
             assert_eq!(g.len(), g_whole.len());
@@ -152,7 +186,14 @@ fn full_finetuning_w4a4_micro_batches_equal_the_whole_batch() {
         .unwrap();
     let reference = base.clone().no_grad();
     let model = base.for_full_finetuning().unwrap();
-    check(&model, &reference, &device, "full W4A4");
+    check(&model, &reference, &device, "full W4A4", false);
+    check(
+        &model,
+        &reference,
+        &device,
+        "full W4A4, rollout correction",
+        true,
+    );
 }
 
 #[test]
@@ -186,5 +227,5 @@ fn lora_on_a_packed_base_micro_batches_equal_the_whole_batch() {
         }
         l
     });
-    check(&model, &base.no_grad(), &device, "LoRA packed");
+    check(&model, &base.no_grad(), &device, "LoRA packed", false);
 }

@@ -2,11 +2,17 @@
 //! with the KV cache; rows that finish are dropped from the batch (and from the cache), so the
 //! remaining steps cost only what the unfinished rows need.
 //!
-//! Each step's logits come back to the host, where the [`Sampler`] picks each row's token and the
-//! token's log-probability is taken **under the model's distribution at temperature 1**
-//! (`log_softmax(logits)[token]`, no top-k/top-p), whatever the sampler did: that is the policy's
-//! `logp_old` GRPO/PPO need (docs/spec.md section 7), not the log-probability of the sampling
-//! distribution. Generation runs on `model.valid()`, so an autodiff model builds no graph.
+//! Each step's logits come back to the host, where the [`Sampler`] picks each row's token. Two
+//! log-probabilities of the token are kept, both at no extra forward pass:
+//! - `logprobs`: **under the model's distribution at temperature 1** (`log_softmax(logits)[token]`,
+//!   no top-k/top-p), whatever the sampler did: the quantity the trainer recomputes with a
+//!   teacher-forced pass (`logp_old`, docs/spec.md section 7);
+//! - `sampling_logprobs`: under the distribution the token was **drawn from**, the rollout policy
+//!   as it ran (temperature, top-k and top-p applied and renormalized; 0 for greedy decoding):
+//!   the behaviour policy of rollout correction (docs/spec.md section 9). At temperature 1
+//!   without top-k/top-p the two are equal.
+//!
+//! Generation runs on `model.valid()`, so an autodiff model builds no graph.
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -14,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
 
-use super::sampling::{Sample, Sampler, log_prob};
+use super::sampling::{Draw, Sample, Sampler, log_prob};
 use crate::model::KvCache;
 use crate::model::config::TokenIds;
 use crate::model::qwen2::{Padding, Qwen2ForCausalLM};
@@ -176,6 +182,9 @@ pub struct Rollout {
     pub responses: Vec<Vec<u32>>,
     /// `log p(token | prompt, earlier tokens)` at temperature 1 for generated tokens; 0 on padding.
     pub logprobs: Vec<Vec<f32>>,
+    /// The log-probability of each generated token under the sampling distribution it was drawn
+    /// from (see the module docs); 0 on padding.
+    pub sampling_logprobs: Vec<Vec<f32>>,
     /// True on generated tokens (EOS included), false on padding.
     pub mask: Vec<Vec<bool>>,
     /// Whether the row ended with an EOS token (otherwise it reached `max_new_tokens`).
@@ -317,6 +326,7 @@ pub fn generate_with(
 
     let mut responses: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); batch];
+    let mut sampling_logprobs: Vec<Vec<f32>> = vec![Vec::new(); batch];
     let mut finished = vec![false; batch];
     // Prompt indices of the rows of the current batch.
     let mut active: Vec<usize> = (0..batch).collect();
@@ -324,12 +334,16 @@ pub fn generate_with(
         let mut next = Vec::with_capacity(active.len());
         for (row, &b) in active.iter().enumerate() {
             let row_logits = &logits[row * vocab..(row + 1) * vocab];
-            let token = match &mut sampling {
-                RowSampling::Shared(sampler) => sampler.sample(row_logits),
-                RowSampling::PerRow(samplers) => samplers[b].sample(row_logits),
+            let Draw {
+                token,
+                log_prob: sampled,
+            } = match &mut sampling {
+                RowSampling::Shared(sampler) => sampler.draw(row_logits),
+                RowSampling::PerRow(samplers) => samplers[b].draw(row_logits),
             };
             responses[b].push(token as u32);
             logprobs[b].push(log_prob(row_logits, token) as f32);
+            sampling_logprobs[b].push(sampled as f32);
             finished[b] = config.eos_token_ids.contains(&(token as u32));
             next.push(token as i64);
         }
@@ -364,7 +378,7 @@ pub fn generate_with(
     Ok(padded_rollout(
         prompts,
         responses,
-        logprobs,
+        [logprobs, sampling_logprobs],
         finished,
         config.pad_token_id,
     ))
@@ -426,27 +440,35 @@ fn prefill(
     Ok((cache, padding, logits))
 }
 
-/// The responses padded to the longest (`pad` tokens, log-prob 0) with their mask.
+/// The responses padded to the longest (`pad` tokens, log-probs 0) with their mask;
+/// `log_probs` holds the model's and the sampling distribution's.
 fn padded_rollout(
     prompts: &[Vec<u32>],
     mut responses: Vec<Vec<u32>>,
-    mut logprobs: Vec<Vec<f32>>,
+    log_probs: [Vec<Vec<f32>>; 2],
     finished: Vec<bool>,
     pad: u32,
 ) -> Rollout {
+    let [mut logprobs, mut sampling_logprobs] = log_probs;
     let response_len = responses.iter().map(Vec::len).max().unwrap_or(0);
     let mask = responses
         .iter()
         .map(|r| (0..response_len).map(|t| t < r.len()).collect())
         .collect();
-    for (r, lp) in responses.iter_mut().zip(&mut logprobs) {
+    for ((r, lp), slp) in responses
+        .iter_mut()
+        .zip(&mut logprobs)
+        .zip(&mut sampling_logprobs)
+    {
         r.resize(response_len, pad);
         lp.resize(response_len, 0.0);
+        slp.resize(response_len, 0.0);
     }
     Rollout {
         prompts: prompts.to_vec(),
         responses,
         logprobs,
+        sampling_logprobs,
         mask,
         finished,
     }

@@ -11,4 +11,4 @@ pub mod sampling;
 pub use generate::{
     GenerateError, GenerationConfig, Rollout, RowSampling, generate, generate_with,
 };
-pub use sampling::{Sample, Sampler, SamplingConfig, SamplingError};
+pub use sampling::{Draw, Sample, Sampler, SamplingConfig, SamplingError};

@@ -125,10 +125,26 @@ impl SamplingConfig {
     }
 }
 
+/// A drawn token and its log-probability under the distribution it was drawn from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draw {
+    /// The token id.
+    pub token: usize,
+    /// `ln q(token)` with `q` the sampler's distribution: the temperature-scaled, top-k/top-p
+    /// filtered and renormalized softmax for [`RandomSampler`]; 0 for greedy decoding (all the
+    /// mass on the argmax).
+    pub log_prob: f64,
+}
+
 /// Picks a token id from a row of logits.
 pub trait Sample {
+    /// The chosen token and its log-probability under the sampling distribution.
+    fn draw(&mut self, logits: &[f32]) -> Draw;
+
     /// The chosen token.
-    fn sample(&mut self, logits: &[f32]) -> usize;
+    fn sample(&mut self, logits: &[f32]) -> usize {
+        self.draw(logits).token
+    }
 }
 
 /// The samplers.
@@ -150,10 +166,13 @@ pub struct RandomSampler {
 }
 
 impl Sample for Sampler {
-    fn sample(&mut self, logits: &[f32]) -> usize {
+    fn draw(&mut self, logits: &[f32]) -> Draw {
         match self {
-            Sampler::Greedy => argmax(logits),
-            Sampler::Random(s) => s.sample(logits),
+            Sampler::Greedy => Draw {
+                token: argmax(logits),
+                log_prob: 0.0,
+            },
+            Sampler::Random(s) => s.draw(logits),
         }
     }
 }
@@ -270,18 +289,22 @@ impl RandomSampler {
 }
 
 impl Sample for RandomSampler {
-    fn sample(&mut self, logits: &[f32]) -> usize {
+    fn draw(&mut self, logits: &[f32]) -> Draw {
         let probs = self.distribution(logits);
         // Inverse CDF with one uniform draw in [0, 1).
         let u = self.rng.next_f64();
         let mut cum = 0.0;
-        for &(token, q) in &probs {
-            cum += q;
-            if u < cum {
-                return token;
-            }
+        let &(token, q) = probs
+            .iter()
+            .find(|&&(_, q)| {
+                cum += q;
+                u < cum
+            })
+            .unwrap_or(&probs[probs.len() - 1]);
+        Draw {
+            token,
+            log_prob: q.ln(),
         }
-        probs[probs.len() - 1].0
     }
 }
 
@@ -451,6 +474,46 @@ mod tests {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
         assert_eq!(argmax(&[f32::NAN, 0.0]), 1);
         assert!((log_prob(&logits(), 3) - 0.3f64.ln()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn a_draw_carries_the_log_prob_of_the_distribution_it_came_from() {
+        // Temperature 1, no filter: the model's own log-probability.
+        let mut s = SamplingConfig::with_temperature(1.0, 3).build().unwrap();
+        for _ in 0..20 {
+            let d = s.draw(&logits());
+            assert!((d.log_prob - log_prob(&logits(), d.token)).abs() < 1e-12);
+        }
+        // Top-2 at temperature 1: tokens 1 and 3, renormalized to 0.4/0.7 and 0.3/0.7.
+        let mut s = SamplingConfig::with_temperature(1.0, 4)
+            .top_k(2)
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            let d = s.draw(&logits());
+            let want = match d.token {
+                1 => 4.0 / 7.0,
+                3 => 3.0 / 7.0,
+                t => panic!("token {t} is outside the top 2"),
+            };
+            assert!((d.log_prob - f64::ln(want)).abs() < 1e-7, "{d:?}");
+        }
+        // Temperature 0.5 squares and renormalizes the probabilities: 0.16 / 0.30 for token 1.
+        let mut s = SamplingConfig::with_temperature(0.5, 5).build().unwrap();
+        let d = (0..50)
+            .map(|_| s.draw(&logits()))
+            .find(|d| d.token == 1)
+            .expect("token 1 drawn");
+        assert!((d.log_prob - f64::ln(0.16 / 0.30)).abs() < 1e-6, "{d:?}");
+        // Greedy puts all the mass on the argmax.
+        let mut g = SamplingConfig::greedy().build().unwrap();
+        assert_eq!(
+            g.draw(&logits()),
+            Draw {
+                token: 1,
+                log_prob: 0.0
+            }
+        );
     }
 
     #[test]

@@ -28,8 +28,12 @@ pub struct ActorLossInputs {
     pub old_log_prob: Tensor<2>,
     /// Each response's advantage, repeated over its tokens.
     pub advantages: Tensor<2>,
-    /// 1 on response tokens, 0 on padding.
+    /// 1 on the response tokens in the loss, 0 on padding (and on tokens rejected by rollout
+    /// correction: they leave every aggregation's numerator and denominator).
     pub response_mask: Tensor<2>,
+    /// Rollout correction's importance-sampling weights (docs/spec.md section 9), multiplying
+    /// each token's policy loss (`None`: off).
+    pub rollout_is_weights: Option<Tensor<2>>,
     /// The reference policy's log-probs (required when the KL placement is `loss`).
     pub ref_log_prob: Option<Tensor<2>>,
     /// Per-token entropy from [`super::entropy::entropy_from_logits`] (required when
@@ -55,6 +59,7 @@ pub fn compute_actor_loss(
         inputs.log_prob.clone(),
         inputs.advantages,
         inputs.response_mask.clone(),
+        inputs.rollout_is_weights,
         policy,
         &norm,
     )?;
@@ -117,6 +122,39 @@ mod tests {
         Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, v.len()]), device)
     }
 
+    /// slime PR 657's example: five tokens, three rejected, weights kept. The rejected tokens
+    /// leave the denominator too: (1.11 + 1.35) / 2 = 1.23, not / 5 = 0.49.
+    #[test]
+    fn rejected_tokens_leave_the_denominator_and_weights_scale_the_rest() {
+        let device = Device::ndarray();
+        let row = |v: &[f64]| {
+            Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(v.iter().map(|&x| x as f32).collect(), [1, v.len()]),
+                &device,
+            )
+        };
+        let inputs = ActorLossInputs {
+            log_prob: row(&[-1.0; 5]),
+            old_log_prob: row(&[-1.0; 5]),
+            advantages: row(&[-1.0; 5]),
+            response_mask: row(&[1.0, 0.0, 0.0, 0.0, 1.0]),
+            rollout_is_weights: Some(row(&[1.11, 0.5, 0.7, 0.9, 1.35])),
+            ref_log_prob: None,
+            entropy: None,
+        };
+        let (loss, m) = compute_actor_loss(
+            inputs,
+            &PolicyLossConfig::default(),
+            &KlConfig::none(),
+            0.0,
+            &AggNorm::default(),
+        )
+        .unwrap();
+        let l = f64::from(loss.into_scalar::<f32>());
+        assert!((l - 1.23).abs() < 1e-6, "{l}");
+        assert!((m[PG_LOSS] - 1.23).abs() < 1e-6);
+    }
+
     #[test]
     fn terms_add_up() {
         let device = Device::ndarray();
@@ -125,6 +163,7 @@ mod tests {
             old_log_prob: t2(&[-1.0, -1.0], &device),
             advantages: t2(&[0.5, 0.5], &device),
             response_mask: t2(&[1.0, 1.0], &device),
+            rollout_is_weights: None,
             ref_log_prob: Some(t2(&[-1.5, -1.0], &device)),
             entropy: Some(t2(&[2.0, 1.0], &device)),
         };

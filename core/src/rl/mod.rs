@@ -14,6 +14,8 @@
 //! | [`entropy`] | per-token entropy and the entropy bonus | yes |
 //! | [`actor_loss`] | the actor loss of one batch (policy + entropy + KL) | yes |
 //! | [`dynamic_sampling`] | DAPO's group filter and bounded batch accumulator | no |
+//! | [`rollout_mismatch`] | rollout vs training policy: verl's off-policy diagnostics | no |
+//! | [`rollout_corr`] | rollout correction: IS weights (TIS) and rejection | no |
 //! | [`lr_schedule`] | warm-up + constant / cosine learning rate | no |
 //! | [`grad_clip`] | global-norm gradient clipping (`actor/grad_norm`) | yes |
 //! | [`adamw`] | AdamW with PyTorch's defaults on Burn's optimizer | settings: no |
@@ -35,6 +37,8 @@ pub mod kl;
 pub mod lr_schedule;
 pub mod metrics;
 pub mod policy_loss;
+pub mod rollout_corr;
+pub mod rollout_mismatch;
 
 #[cfg(feature = "burn")]
 pub use actor_loss::{ActorLossInputs, compute_actor_loss};
@@ -59,3 +63,5 @@ pub use metrics::Metrics;
 #[cfg(feature = "burn")]
 pub use policy_loss::compute_policy_loss_vanilla;
 pub use policy_loss::{PolicyLossConfig, policy_loss_reference};
+pub use rollout_corr::{Correction, IsLevel, RolloutCorrectionConfig, RsLevel};
+pub use rollout_mismatch::{PairedLogProbs, mismatch_metrics};

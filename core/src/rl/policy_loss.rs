@@ -172,11 +172,13 @@ mod tensor {
     ///
     /// `norm` supplies mini-batch normalizers for micro-batches (see [`AggNorm`]); the config's
     /// `loss_scale_factor` is used when `norm` has none.
+    #[allow(clippy::too_many_arguments)]
     pub fn compute_policy_loss_vanilla(
         old_log_prob: Tensor<2>,
         log_prob: Tensor<2>,
         advantages: Tensor<2>,
         response_mask: Tensor<2>,
+        rollout_is_weights: Option<Tensor<2>>,
         config: &PolicyLossConfig,
         norm: &AggNorm,
     ) -> Result<(Tensor<1>, Metrics), RlError> {
@@ -209,7 +211,17 @@ mod tensor {
         let pg3 = neg_adv.mul_scalar(config.clip_ratio_c);
         let clip2 = clip1.clone().min_pair(pg3.clone());
         let negative = advantages.lower_elem(0.0);
-        let losses = clip1.clone().mask_where(negative.clone(), clip2);
+        let mut losses = clip1.clone().mask_where(negative.clone(), clip2);
+        if let Some(w) = rollout_is_weights {
+            if w.dims() != dims {
+                return Err(RlError::ShapeMismatch(format!(
+                    "log_prob is {dims:?} but rollout_is_weights is {:?}",
+                    w.dims()
+                )));
+            }
+            // Rollout correction (docs/spec.md section 9): each token's loss times its weight.
+            losses = losses.mul(w.detach());
+        }
 
         let clipfrac = masked_mean(
             pg2.detach().greater(pg1.detach()).float(),
@@ -437,6 +449,7 @@ mod tests {
                     logp_t.clone(),
                     t2(&adv, &device),
                     t2(&mask, &device),
+                    None,
                     &config,
                     &norm,
                 )
@@ -520,6 +533,7 @@ mod tests {
                 logp.clone(),
                 adv,
                 mask,
+                None,
                 &config,
                 &AggNorm::default(),
             )
@@ -545,6 +559,7 @@ mod tests {
                 a.clone(),
                 b,
                 a,
+                None,
                 &cfg(),
                 &AggNorm::default(),
             )

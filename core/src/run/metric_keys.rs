@@ -60,6 +60,71 @@ pub const AQN_SIGMA: &str = "aqn/sigma";
 /// Mean over the noised targets of `realized_std / sigma` (1 is exact).
 pub const AQN_REALIZED_STD_RATIO: &str = "aqn/realized_std_ratio";
 
+// rollout_corr/*: the rollout-training mismatch and its correction (docs/spec.md section 9), verl's
+// names; `logp_old` is the training policy's log-prob before the update, `logp_rollout` the
+// rollout policy's as it sampled, C the IS threshold.
+
+/// The namespace of the rollout-correction keys.
+pub const ROLLOUT_CORR_PREFIX: &str = "rollout_corr/";
+/// Mean over responses of the training policy's perplexity `exp(-mean_t logp_old)`.
+pub const TRAINING_PPL: &str = "rollout_corr/training_ppl";
+/// Mean over responses of `-mean_t logp_old`.
+pub const TRAINING_LOG_PPL: &str = "rollout_corr/training_log_ppl";
+/// Mean over responses of the rollout policy's perplexity `exp(-mean_t logp_rollout)`.
+pub const ROLLOUT_PPL: &str = "rollout_corr/rollout_ppl";
+/// Mean over responses of `-mean_t logp_rollout`.
+pub const ROLLOUT_LOG_PPL: &str = "rollout_corr/rollout_log_ppl";
+/// KL(rollout || training) by k1: token mean of `logp_rollout - logp_old` (may be < 0).
+pub const MISMATCH_KL: &str = "rollout_corr/kl";
+/// KL(rollout || training) by k3: token mean of `exp(d) - d - 1`, `d = logp_old - logp_rollout`.
+pub const MISMATCH_K3_KL: &str = "rollout_corr/k3_kl";
+/// Mean over responses of `mean_t logp_rollout - mean_t logp_old` (training minus rollout log-perplexity).
+pub const LOG_PPL_DIFF: &str = "rollout_corr/log_ppl_diff";
+/// Mean over responses of the absolute log-perplexity difference.
+pub const LOG_PPL_ABS_DIFF: &str = "rollout_corr/log_ppl_abs_diff";
+/// Largest log-perplexity difference of a response.
+pub const LOG_PPL_DIFF_MAX: &str = "rollout_corr/log_ppl_diff_max";
+/// Smallest log-perplexity difference of a response.
+pub const LOG_PPL_DIFF_MIN: &str = "rollout_corr/log_ppl_diff_min";
+/// Mean over responses of the training / rollout perplexity ratio `exp(log_ppl_diff)`.
+pub const PPL_RATIO: &str = "rollout_corr/ppl_ratio";
+/// Token chi-squared: token mean of `rho^2` minus 1, `rho = exp(clamp(logp_old - logp_rollout, -20, 20))`.
+pub const CHI2_TOKEN: &str = "rollout_corr/chi2_token";
+/// Sequence chi-squared: mean over responses of `exp(2 clamp(sum_t log rho, -20, 20))` minus 1.
+pub const CHI2_SEQ: &str = "rollout_corr/chi2_seq";
+/// Token mean of the IS weight before truncation.
+pub const IS_MEAN: &str = "rollout_corr/rollout_is_mean";
+/// Largest IS weight before truncation.
+pub const IS_MAX: &str = "rollout_corr/rollout_is_max";
+/// Smallest IS weight.
+pub const IS_MIN: &str = "rollout_corr/rollout_is_min";
+/// Standard deviation of the IS weights clamped to [1/C, C].
+pub const IS_STD: &str = "rollout_corr/rollout_is_std";
+/// Effective sample size of the clamped IS weights, as a fraction in (0, 1].
+pub const IS_EFF_SAMPLE_SIZE: &str = "rollout_corr/rollout_is_eff_sample_size";
+/// Fraction of tokens (sequences at sequence level) whose ratio is above C.
+pub const IS_RATIO_FRACTION_HIGH: &str = "rollout_corr/rollout_is_ratio_fraction_high";
+/// Fraction of tokens (sequences at sequence level) whose ratio is below 1/C.
+pub const IS_RATIO_FRACTION_LOW: &str = "rollout_corr/rollout_is_ratio_fraction_low";
+/// Mean over responses of each response's mean IS weight.
+pub const IS_SEQ_MEAN: &str = "rollout_corr/rollout_is_seq_mean";
+/// Unbiased standard deviation of the responses' mean IS weights.
+pub const IS_SEQ_STD: &str = "rollout_corr/rollout_is_seq_std";
+/// Largest mean IS weight of a response.
+pub const IS_SEQ_MAX: &str = "rollout_corr/rollout_is_seq_max";
+/// Smallest mean IS weight of a response.
+pub const IS_SEQ_MIN: &str = "rollout_corr/rollout_is_seq_min";
+/// Largest `|mean IS weight - 1|` of a response.
+pub const IS_SEQ_MAX_DEVIATION: &str = "rollout_corr/rollout_is_seq_max_deviation";
+/// Fraction of responses whose mean IS weight is above C.
+pub const IS_SEQ_FRACTION_HIGH: &str = "rollout_corr/rollout_is_seq_fraction_high";
+/// Fraction of responses whose mean IS weight is below 1/C.
+pub const IS_SEQ_FRACTION_LOW: &str = "rollout_corr/rollout_is_seq_fraction_low";
+/// Fraction of response tokens removed from the loss by rejection.
+pub const RS_MASKED_FRACTION: &str = "rollout_corr/rollout_rs_masked_fraction";
+/// Fraction of responses with at least one rejected token.
+pub const RS_SEQ_MASKED_FRACTION: &str = "rollout_corr/rollout_rs_seq_masked_fraction";
+
 // timing/*: wall-clock measurements, the only keys that differ between identical runs.
 
 /// The namespace of the timing keys.
@@ -109,6 +174,35 @@ pub const ALL: &[&str] = &[
     DAPO_NUM_GEN_BATCHES,
     AQN_SIGMA,
     AQN_REALIZED_STD_RATIO,
+    TRAINING_PPL,
+    TRAINING_LOG_PPL,
+    ROLLOUT_PPL,
+    ROLLOUT_LOG_PPL,
+    MISMATCH_KL,
+    MISMATCH_K3_KL,
+    LOG_PPL_DIFF,
+    LOG_PPL_ABS_DIFF,
+    LOG_PPL_DIFF_MAX,
+    LOG_PPL_DIFF_MIN,
+    PPL_RATIO,
+    CHI2_TOKEN,
+    CHI2_SEQ,
+    IS_MEAN,
+    IS_MAX,
+    IS_MIN,
+    IS_STD,
+    IS_EFF_SAMPLE_SIZE,
+    IS_RATIO_FRACTION_HIGH,
+    IS_RATIO_FRACTION_LOW,
+    IS_SEQ_MEAN,
+    IS_SEQ_STD,
+    IS_SEQ_MAX,
+    IS_SEQ_MIN,
+    IS_SEQ_MAX_DEVIATION,
+    IS_SEQ_FRACTION_HIGH,
+    IS_SEQ_FRACTION_LOW,
+    RS_MASKED_FRACTION,
+    RS_SEQ_MASKED_FRACTION,
     TIMING_ROLLOUT_S,
     TIMING_ROLLOUT_TOKENS_PER_S,
     TIMING_UPDATE_S,

@@ -48,9 +48,11 @@ pub(super) fn logprobs(
 
 /// Whether the step's data makes exactly one update of a deterministic training policy (one PPO
 /// epoch, one mini-batch, no LoRA dropout, no HW noise in training), so that the old log-probs
-/// are the policy's current ones.
+/// are the policy's current ones. Rollout correction needs them before the update (its weights
+/// and rejected tokens enter the loss), so it always computes them.
 pub(super) fn on_policy(config: &TrainConfig) -> bool {
-    config.batch.ppo_epochs == 1
+    !config.algorithm.rollout_correction.enabled()
+        && config.batch.ppo_epochs == 1
         && config.batch.mini() == config.batch.train()
         && config.finetune.lora.dropout == 0.0
         && !config
@@ -103,5 +105,8 @@ mod tests {
         assert!(on_policy(&config(&[])));
         assert!(!on_policy(&config(&["batch.ppo_epochs=2"])));
         assert!(!on_policy(&config(&["finetune.lora.dropout=0.1"])));
+        assert!(!on_policy(&config(&[
+            "algorithm.rollout_correction.rollout_is=\"token\""
+        ])));
     }
 }

@@ -31,6 +31,63 @@ pub struct PolicyMicroBatch {
     pub old_log_prob: Option<Tensor<2>>,
     /// The reference policy's log-probs (KL as a loss term).
     pub ref_log_prob: Option<Tensor<2>>,
+    /// Rollout correction of these rows (`None`: off): each row's token weights and kept
+    /// tokens, unpadded.
+    pub correction: Option<RowCorrection>,
+}
+
+/// Rollout correction (docs/spec.md section 9) of a micro-batch's rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowCorrection {
+    /// Per row, each response token's IS weight (`None`: no weights).
+    pub weights: Option<Vec<Vec<f64>>>,
+    /// Per row, whether each response token stays in the loss.
+    pub keep: Vec<Vec<bool>>,
+}
+
+impl PolicyMicroBatch {
+    /// Each row's response tokens in the loss: all of them, or those rejection kept.
+    pub fn loss_lengths(&self) -> Vec<usize> {
+        match &self.correction {
+            Some(c) => c
+                .keep
+                .iter()
+                .map(|r| r.iter().filter(|&&k| k).count())
+                .collect(),
+            None => self.batch.response_lengths.clone(),
+        }
+    }
+
+    /// The loss mask (the response mask without the rejected tokens) and the IS weights, as
+    /// `[rows, R]` tensors, padding 0.
+    fn mask_and_weights(&self) -> (Tensor<2>, Option<Tensor<2>>) {
+        let Some(c) = &self.correction else {
+            return (self.batch.response_mask.clone(), None);
+        };
+        let (rows, width) = (self.batch.batch_size(), self.batch.response_width());
+        let device = self.batch.response_mask.device();
+        let padded = |row: &mut dyn Iterator<Item = f32>| {
+            let mut v: Vec<f32> = row.take(width).collect();
+            v.resize(width, 0.0);
+            v
+        };
+        let mask: Vec<f32> = c
+            .keep
+            .iter()
+            .flat_map(|r| padded(&mut r.iter().map(|&k| f32::from(u8::from(k)))))
+            .collect();
+        let weights = c.weights.as_ref().map(|w| {
+            let v: Vec<f32> = w
+                .iter()
+                .flat_map(|r| padded(&mut r.iter().map(|&x| x as f32)))
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(v, [rows, width]), &device)
+        });
+        (
+            Tensor::<2>::from_data(TensorData::new(mask, [rows, width]), &device),
+            weights,
+        )
+    }
 }
 
 /// The loss settings of the actor update.
@@ -61,20 +118,32 @@ pub struct MiniBatchCounts {
 }
 
 impl MiniBatchCounts {
-    /// The counts of a mini-batch made of `batches`.
-    pub fn of<'a>(batches: impl IntoIterator<Item = &'a SequenceBatch>) -> Self {
+    /// The counts of a mini-batch made of `micros` (the tokens in the loss: rejected ones not).
+    pub fn of<'a>(micros: impl IntoIterator<Item = &'a PolicyMicroBatch>) -> Self {
         let mut c = Self {
             micro_batches: 0,
             tokens: 0,
             sequences: 0,
         };
-        for b in batches {
+        for m in micros {
+            let lengths = m.loss_lengths();
             c.micro_batches += 1;
-            c.tokens += b.response_lengths.iter().sum::<usize>();
-            c.sequences += b.response_lengths.iter().filter(|&&l| l > 0).count();
+            c.tokens += lengths.iter().sum::<usize>();
+            c.sequences += lengths.iter().filter(|&&l| l > 0).count();
         }
         c
     }
+}
+
+/// What [`policy_gradients_of`] returns.
+pub struct MiniBatchGradients {
+    /// The summed gradients.
+    pub grads: GradientsParams,
+    /// The loss metrics.
+    pub metrics: StepMetrics,
+    /// Each micro-batch's response log-probs under `model` as the loss saw them (detached,
+    /// `[rows, R]`): the old log-probs when the update is on-policy.
+    pub log_probs: Vec<Tensor<2>>,
 }
 
 /// The gradients of the mini-batch made of `micros` with respect to `model`'s trainable
@@ -85,8 +154,8 @@ pub fn policy_gradients(
     micros: &[PolicyMicroBatch],
     settings: &PolicyLossSettings,
 ) -> Result<(GradientsParams, StepMetrics), RlError> {
-    let counts = MiniBatchCounts::of(micros.iter().map(|m| &m.batch));
-    policy_gradients_of(model, micros, counts, settings)
+    let counts = MiniBatchCounts::of(micros);
+    policy_gradients_of(model, micros, counts, settings).map(|g| (g.grads, g.metrics))
 }
 
 /// [`policy_gradients`] of the micro-batches `micros`, part of a mini-batch with `counts` (a
@@ -97,9 +166,9 @@ pub fn policy_gradients_of(
     micros: &[PolicyMicroBatch],
     counts: MiniBatchCounts,
     settings: &PolicyLossSettings,
-) -> Result<(GradientsParams, StepMetrics), RlError> {
+) -> Result<MiniBatchGradients, RlError> {
     let several = counts.micro_batches > 1;
-    let tokens_of = |m: &PolicyMicroBatch| m.batch.response_lengths.iter().sum::<usize>();
+    let tokens_of = |m: &PolicyMicroBatch| m.loss_lengths().iter().sum::<usize>();
     let total_tokens = counts.tokens;
     let norm = AggNorm {
         batch_num_tokens: several.then_some(total_tokens.max(1) as f64),
@@ -108,6 +177,7 @@ pub fn policy_gradients_of(
     };
     let mut accumulated = GradientsAccumulator::<Qwen2ForCausalLM>::new();
     let mut metrics = StepMetrics::new();
+    let mut log_probs = Vec::with_capacity(micros.len());
     for micro in micros {
         let batch = &micro.batch;
         let rows = batch.batch_size();
@@ -118,6 +188,8 @@ pub fn policy_gradients_of(
             )));
         }
         let (logp, entropy) = response_logprobs(model, batch, true);
+        log_probs.push(logp.clone().detach());
+        let (response_mask, rollout_is_weights) = micro.mask_and_weights();
         let width = batch.response_width();
         let adv: Vec<f32> = micro
             .advantages
@@ -133,7 +205,8 @@ pub fn policy_gradients_of(
                 .unwrap_or_else(|| logp.clone().detach()),
             log_prob: logp,
             advantages: adv,
-            response_mask: batch.response_mask.clone(),
+            response_mask,
+            rollout_is_weights,
             ref_log_prob: micro.ref_log_prob.clone(),
             entropy,
         };
@@ -162,5 +235,9 @@ pub fn policy_gradients_of(
         let grads = GradientsParams::from_grads(loss.backward(), model);
         accumulated.accumulate(model, grads);
     }
-    Ok((accumulated.grads(), metrics))
+    Ok(MiniBatchGradients {
+        grads: accumulated.grads(),
+        metrics,
+        log_probs,
+    })
 }

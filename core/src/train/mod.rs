@@ -3,7 +3,8 @@
 //!
 //! The trainer ([`trainer`]) is its steps, one file each: the run's [`setup`], [`rollout`] (with
 //! each sample's [`group_id`]), [`log_probs`], rewards and [`advantages`], the [`update`] over
-//! [`mini_batches`] of [`micro_batch`]es, [`validation`], [`checkpoints`] and [`progress`]
+//! [`mini_batches`] of [`micro_batch`]es (with the rollout-training [`mismatch`] and its
+//! correction), [`validation`], [`checkpoints`] and [`progress`]
 //! events; [`error`] says why a run failed.
 
 mod advantages;
@@ -19,6 +20,7 @@ mod log_probs;
 pub mod memory;
 pub mod micro_batch;
 mod mini_batches;
+mod mismatch;
 pub mod pretrain;
 mod problem_checks;
 pub mod progress;

@@ -39,6 +39,10 @@ pub(super) struct Sample {
     pub group: GroupId,
     /// Response tokens (EOS included when it was generated), no padding.
     pub response: Vec<u32>,
+    /// Each response token's log-probability under the distribution the rollout policy drew it
+    /// from (noise, quantization, temperature, top-k/top-p as they ran): the behaviour policy of
+    /// the mismatch metrics and of rollout correction.
+    pub rollout_log_probs: Vec<f32>,
     /// Reward.
     pub score: f64,
     /// Correctness.
@@ -181,7 +185,7 @@ fn generate_batch(
         0 => row_ids.len().max(1),
         m => m.min(row_ids.len().max(1)),
     };
-    let mut rows: Vec<(Vec<u32>, bool)> = Vec::with_capacity(row_ids.len());
+    let mut rows: Vec<Generated> = Vec::with_capacity(row_ids.len());
     for chunk in row_ids.chunks(micro) {
         let mut samplers = chunk
             .iter()
@@ -205,27 +209,39 @@ fn generate_batch(
             RowSampling::PerRow(&mut samplers),
         )
         .context(format!("generating step {step}"))?;
-        for ((len, finished), response) in rollout
+        for (((len, finished), response), log_probs) in rollout
             .lengths()
             .into_iter()
             .zip(rollout.finished)
             .zip(rollout.responses)
+            .zip(rollout.sampling_logprobs)
         {
-            rows.push((response[..len].to_vec(), finished));
+            rows.push(Generated {
+                response: response[..len].to_vec(),
+                log_probs: log_probs[..len].to_vec(),
+                finished,
+            });
         }
     }
     let mut samples = Vec::with_capacity(rows.len());
-    for (row, (response, finished)) in (mine.start * n..).zip(rows) {
+    for (row, generated) in (mine.start * n..).zip(rows) {
         samples.push(score(
             ctx,
             prompts[row / n],
             GroupId::new(batch, row / n),
-            response,
-            finished,
+            generated,
         )?);
     }
     // Every worker continues with the whole batch, in row order.
     Ok(all_gather_json(c, &samples).into_iter().flatten().collect())
+}
+
+/// One generated response, unpadded.
+struct Generated {
+    response: Vec<u32>,
+    /// Under the sampling distribution.
+    log_probs: Vec<f32>,
+    finished: bool,
 }
 
 /// The sample of one generated response, scored by the reward.
@@ -233,9 +249,13 @@ fn score(
     ctx: &RunContext,
     prompt: usize,
     group: GroupId,
-    response: Vec<u32>,
-    finished: bool,
+    generated: Generated,
 ) -> Result<Sample, TrainError> {
+    let Generated {
+        response,
+        log_probs,
+        finished,
+    } = generated;
     let cfg = ctx.config;
     let text = ctx
         .tokenizer
@@ -251,6 +271,7 @@ fn score(
         prompt,
         group,
         response,
+        rollout_log_probs: log_probs,
         score: outcome.score,
         acc: outcome.acc,
         truncated: !finished,
@@ -281,6 +302,7 @@ mod tests {
             prompt: 0,
             group,
             response: vec![1; len],
+            rollout_log_probs: vec![-1.0; len],
             score,
             acc,
             truncated,

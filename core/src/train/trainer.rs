@@ -41,6 +41,7 @@ use super::error::{Context, TrainError};
 use super::log_probs::StepLogProbs;
 use super::memory::{MemoryEstimate, available_memory, shortfall};
 use super::mini_batches::MiniBatches;
+use super::mismatch;
 use super::progress::{Event, RunPlan, describe, trainable_params, weight_bytes};
 use super::rollout;
 use super::setup::{self, Policies, RunContext};
@@ -292,6 +293,16 @@ impl<'a> Run<'a> {
         let reference = self.reference.as_ref();
         let log_probs = StepLogProbs::compute(ctx, &batches, &train_model, reference, samples);
 
+        // Rollout correction: its weights and rejected tokens, from the old log-probs.
+        let mut old_rows = log_probs
+            .old
+            .as_ref()
+            .map(|old| mismatch::host_rows(ctx, &batches, old, samples));
+        let correction = match &old_rows {
+            Some(old) => Some(mismatch::correction(ctx, old, samples)?),
+            None => None,
+        };
+
         // 3. Rewards (KL in the reward when configured), advantages.
         let scored = advantages::score(ctx, &batches, &rollouts, &log_probs, &train_model)?;
         metrics.extend(scored.metrics);
@@ -302,14 +313,31 @@ impl<'a> Run<'a> {
             optim: &mut self.optim,
             lr: self.lr.lr(step),
         };
+        let corrected = ctx.config.algorithm.rollout_correction.enabled();
         let data = UpdateData {
             samples,
             advantages: &scored.advantages,
             log_probs: &log_probs,
             batches: &batches,
+            correction: correction.as_ref().filter(|_| corrected),
         };
-        metrics.extend(ppo_update(ctx, learner, &train_model, step, &data)?);
+        let update = ppo_update(ctx, learner, &train_model, step, &data)?;
+        metrics.extend(update.metrics);
         let t_update = t1.elapsed().as_secs_f64();
+
+        // The mismatch metrics (on-policy, from the log-probs the update saw).
+        if old_rows.is_none()
+            && let Some(seen) = &update.on_policy_log_probs
+        {
+            old_rows = Some(mismatch::host_rows(ctx, &batches, seen, samples));
+        }
+        if let Some(old) = &old_rows {
+            let correction = match correction {
+                Some(c) => c,
+                None => mismatch::correction(ctx, old, samples)?,
+            };
+            metrics.extend(mismatch::step_metrics(old, samples, &correction)?);
+        }
 
         // 5. The step's metrics, one line of metrics.jsonl.
         metrics.extend(rollouts.metrics(&scored.scores));

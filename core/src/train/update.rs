@@ -7,13 +7,14 @@
 
 use burn::optim::GradientsParams;
 use burn::optim::ModuleOptimizer;
+use burn::tensor::Tensor;
 
 use super::collective::{sum_gradients, sum_metrics};
 use super::error::{Context, TrainError};
 use super::finite_weights::non_finite_weight;
-use super::log_probs::StepLogProbs;
+use super::log_probs::{PerMicroBatch, StepLogProbs};
 use super::micro_batch::{
-    MiniBatchCounts, PolicyLossSettings, PolicyMicroBatch, policy_gradients_of,
+    MiniBatchCounts, PolicyLossSettings, PolicyMicroBatch, RowCorrection, policy_gradients_of,
 };
 use super::mini_batches::MiniBatches;
 use super::rollout::{Sample, sequences};
@@ -22,6 +23,7 @@ use crate::model::Qwen2ForCausalLM;
 use crate::rl::agg_loss::AggMode;
 use crate::rl::grad_clip::{ClippedGrads, clip_grad_norm};
 use crate::rl::kl::KlPlacement;
+use crate::rl::rollout_corr::Correction;
 use crate::rng::{CounterRng, counter_hash};
 use crate::run::StepMetrics;
 use crate::run::metric_keys::{GRAD_NORM, LR, SKIPPED_UPDATES};
@@ -39,6 +41,17 @@ pub(super) struct UpdateData<'a> {
     pub log_probs: &'a StepLogProbs,
     /// How they are cut.
     pub batches: &'a MiniBatches,
+    /// Rollout correction of the samples (`None`: off).
+    pub correction: Option<&'a Correction>,
+}
+
+/// What the update returns besides the trained policy.
+pub(super) struct UpdateOutcome {
+    /// The `actor/*` metrics.
+    pub metrics: StepMetrics,
+    /// On-policy (no separate old log-probs): the log-probs the first epoch's loss saw, which
+    /// are the old ones, for the mismatch metrics. `None` otherwise.
+    pub on_policy_log_probs: Option<PerMicroBatch>,
 }
 
 /// What the update changes: the trained policy and its optimizer.
@@ -52,19 +65,24 @@ pub(super) struct Learner<'a> {
 }
 
 /// Runs the PPO epochs of a step; the gradients come from `train_model` (the training phase's
-/// model of the step), the updates go to the learner's policy. Returns the `actor/*` metrics.
+/// model of the step), the updates go to the learner's policy.
 pub(super) fn ppo_update(
     ctx: &RunContext,
     learner: Learner,
     train_model: &Qwen2ForCausalLM,
     step: u64,
     data: &UpdateData,
-) -> Result<StepMetrics, TrainError> {
+) -> Result<UpdateOutcome, TrainError> {
     let cfg = ctx.config;
     let mut totals = ActorTotals::default();
+    let on_policy = data.log_probs.old.is_none();
+    let mut first_log_probs: PerMicroBatch = vec![Vec::new(); data.batches.len()];
     for epoch in 0..cfg.batch.ppo_epochs {
         for mb in epoch_order(data.batches.len(), cfg.trainer.seed, step, epoch) {
-            let (grads, metrics) = mini_batch_gradients(ctx, train_model, data, mb)?;
+            let (grads, metrics, log_probs) = mini_batch_gradients(ctx, train_model, data, mb)?;
+            if on_policy && epoch == 0 {
+                first_log_probs[mb] = log_probs;
+            }
             for (k, v) in metrics {
                 *totals.sums.entry(k).or_default() += v;
             }
@@ -100,7 +118,10 @@ pub(super) fn ppo_update(
             }
         }
     }
-    Ok(totals.into_metrics(learner.lr))
+    Ok(UpdateOutcome {
+        metrics: totals.into_metrics(learner.lr),
+        on_policy_log_probs: on_policy.then_some(first_log_probs),
+    })
 }
 
 /// The order PPO epoch `epoch` visits the `n` mini-batches in: in order in the first epoch,
@@ -119,22 +140,28 @@ fn epoch_order(n: usize, seed: u64, step: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// The gradients of mini-batch `mb` (this worker's micro-batches, summed over the workers) and
-/// its loss metrics (summed likewise).
+/// The gradients of mini-batch `mb` (this worker's micro-batches, summed over the workers), its
+/// loss metrics (summed likewise) and the log-probs the loss saw (per micro-batch, `None` for
+/// the other workers').
 fn mini_batch_gradients(
     ctx: &RunContext,
     train_model: &Qwen2ForCausalLM,
     data: &UpdateData,
     mb: usize,
-) -> Result<(GradientsParams, StepMetrics), TrainError> {
+) -> Result<(GradientsParams, StepMetrics, Vec<Option<Tensor<2>>>), TrainError> {
     let cfg = ctx.config;
     let micro = data.batches.micro(mb);
-    let samples = || micro.iter().flat_map(|r| &data.samples[r.clone()]);
+    // Each sample's tokens in the loss: rejected ones leave every denominator.
+    let loss_len = |i: usize| match data.correction {
+        Some(c) => c.keep[i].iter().filter(|&&k| k).count(),
+        None => data.samples[i].response.len(),
+    };
+    let rows = || micro.iter().flat_map(Clone::clone);
     // The loss is normalized by the whole mini-batch, every worker's micro-batches included.
     let counts = MiniBatchCounts {
         micro_batches: micro.len(),
-        tokens: samples().map(|s| s.response.len()).sum(),
-        sequences: samples().filter(|s| !s.response.is_empty()).count(),
+        tokens: rows().map(loss_len).sum(),
+        sequences: rows().filter(|&i| loss_len(i) > 0).count(),
     };
     let reference = match cfg.algorithm.kl.placement {
         KlPlacement::Loss => data.log_probs.reference.as_ref(),
@@ -149,6 +176,10 @@ fn mini_batch_gradients(
             advantages: data.advantages[range.clone()].to_vec(),
             old_log_prob: data.log_probs.old.as_ref().and_then(|o| o[mb][u].clone()),
             ref_log_prob: reference.and_then(|r| r[mb][u].clone()),
+            correction: data.correction.map(|c| RowCorrection {
+                weights: c.weights.as_ref().map(|w| w[range.clone()].to_vec()),
+                keep: c.keep[range.clone()].to_vec(),
+            }),
         })
         .collect();
     let settings = PolicyLossSettings {
@@ -159,12 +190,15 @@ fn mini_batch_gradients(
             && cfg.actor.loss_scale_factor.is_none())
         .then_some(cfg.rollout.max_response_len as f64),
     };
-    let (grads, metrics) =
-        policy_gradients_of(train_model, &micros, counts, &settings).context("actor loss")?;
+    let out = policy_gradients_of(train_model, &micros, counts, &settings).context("actor loss")?;
+    let mut mine = out.log_probs.into_iter();
+    let log_probs = (0..micro.len())
+        .map(|u| data.batches.owns(u).then(|| mine.next()).flatten())
+        .collect();
     // Data-parallel: the mini-batch's gradients and loss metrics are the sums of the workers'
     // (the identity for one process).
-    let grads = sum_gradients(ctx.collective, train_model, grads);
-    Ok((grads, sum_metrics(ctx.collective, &metrics)))
+    let grads = sum_gradients(ctx.collective, train_model, out.grads);
+    Ok((grads, sum_metrics(ctx.collective, &out.metrics), log_probs))
 }
 
 /// The `actor/*` metrics of a step's updates, summed, and how many updates were applied or

@@ -19,6 +19,7 @@ use super::{ConfigError, FinetuneMode, SYNTHETIC, TrainConfig};
 use crate::qat::QuantMode;
 use crate::rl::kl::KlPlacement;
 use crate::rl::lr_schedule::LrScheduleKind;
+use crate::rl::rollout_corr::{IsLevel, RsLevel};
 use crate::task::RewardKind;
 
 /// Why a key cannot take effect under `config` (`None`: it takes effect).
@@ -62,6 +63,18 @@ fn overlong_off(c: &TrainConfig) -> Option<String> {
 fn not_gsm8k_reward(c: &TrainConfig) -> Option<String> {
     (c.algorithm.reward.kind == RewardKind::Dapo).then(|| {
         "algorithm.reward.kind is \"dapo\" (+1/-1, no format score); it applies to \"gsm8k\" and \"gsm8k-flexible\"".into()
+    })
+}
+
+fn is_off(c: &TrainConfig) -> Option<String> {
+    (c.algorithm.rollout_correction.rollout_is == IsLevel::Off).then(|| {
+        "algorithm.rollout_correction.rollout_is is \"none\" (no importance-sampling weights); set it to \"token\" or \"sequence\"".into()
+    })
+}
+
+fn rs_off(c: &TrainConfig) -> Option<String> {
+    (c.algorithm.rollout_correction.rollout_rs == RsLevel::Off).then(|| {
+        "algorithm.rollout_correction.rollout_rs is \"none\" (no rejection); set it to \"token\", \"sequence\" or \"geometric\"".into()
     })
 }
 
@@ -136,6 +149,10 @@ pub const RULES: &[Rule] = &[
     when("algorithm.kl.", kl_off),
     always("algorithm.filter_groups.enable"),
     when("algorithm.filter_groups.", filtering_off),
+    always("algorithm.rollout_correction.rollout_is"),
+    when("algorithm.rollout_correction.rollout_is_threshold", is_off),
+    always("algorithm.rollout_correction.rollout_rs"),
+    when("algorithm.rollout_correction.", rs_off),
     always("actor."),
     always("finetune.mode"),
     when("finetune.lora.", not_lora),

@@ -13,6 +13,7 @@ use crate::rl::advantage::AdvantageEstimator;
 use crate::rl::dynamic_sampling::FilterGroupsConfig;
 use crate::rl::kl::KlConfig;
 use crate::rl::lr_schedule::LrScheduleConfig;
+use crate::rl::rollout_corr::RolloutCorrectionConfig;
 use crate::task::dataset::PromptTemplate;
 use crate::task::reward::RewardConfig;
 use crate::task::synthetic::SyntheticConfig;
@@ -82,6 +83,9 @@ pub struct AlgorithmConfig {
     pub entropy_coeff: f64,
     /// DAPO's dynamic sampling.
     pub filter_groups: FilterGroupsConfig,
+    /// Importance-sampling weights and rejection for the rollout-training mismatch (off by
+    /// default; the mismatch metrics are logged either way).
+    pub rollout_correction: RolloutCorrectionConfig,
 }
 
 impl Default for AlgorithmConfig {
@@ -92,6 +96,7 @@ impl Default for AlgorithmConfig {
             kl: KlConfig::none(),
             entropy_coeff: 0.0,
             filter_groups: FilterGroupsConfig::default(),
+            rollout_correction: RolloutCorrectionConfig::default(),
         }
     }
 }

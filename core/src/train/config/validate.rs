@@ -187,6 +187,10 @@ impl TrainConfig {
             .validate()
             .map_err(ConfigError::section("algorithm.filter_groups"))?;
         self.algorithm
+            .rollout_correction
+            .validate()
+            .map_err(ConfigError::section("algorithm.rollout_correction"))?;
+        self.algorithm
             .reward
             .validate(self.rollout.max_response_len)
             .map_err(ConfigError::section("algorithm.reward"))?;
