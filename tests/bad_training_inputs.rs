@@ -146,6 +146,18 @@ fn settings_that_cannot_take_effect_are_refused() {
             "quant.mode",
             "quant.mode=\"w4a16\"",
         ),
+        (
+            "default",
+            "algorithm.rollout_correction.rollout_is_threshold=5.0",
+            "rollout_is",
+            "algorithm.rollout_correction.rollout_is=\"token\"",
+        ),
+        (
+            "default",
+            "algorithm.rollout_correction.rollout_rs_threshold=2.0",
+            "rollout_rs",
+            "algorithm.rollout_correction.rollout_rs=\"geometric\"",
+        ),
     ];
     for (preset, set, why, fix) in cases {
         let key = set.split('=').next().unwrap();

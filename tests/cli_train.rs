@@ -200,6 +200,9 @@ fn run_folder_final_eval_resume_eval_and_report() {
     );
     assert!(md.contains("## AQN Configuration Reference"), "{md}");
     assert!(md.contains("(2 seeds)") || md.contains("2 runs"), "{md}");
+    // The rollout-training mismatch the trainer logged every step, per sigma stage.
+    assert!(md.contains("## Rollout-Training Mismatch"), "{md}");
+    assert!(md.contains("| sigma | steps | kl | k3_kl |"), "{md}");
     let svg = std::fs::read_to_string(root.join("curves/all.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("held-out accuracy"));
 }
@@ -279,4 +282,69 @@ fn rollout_micro_batches_do_not_change_the_run() {
             assert_eq!(x.get(key), y.get(key), "{key}: {x} vs {y}");
         }
     }
+}
+
+/// Rollout correction (docs/spec.md section 9) takes effect visibly: the same rollouts, a
+/// different loss, its metrics logged; the mismatch metrics are logged with it off too.
+#[test]
+fn rollout_correction_changes_the_loss_and_logs_its_metrics() {
+    // A constant sigma, so step 1 has noise (the default schedule starts with a warm-up at 0).
+    let noise = [
+        "--steps",
+        "1",
+        "--set",
+        "aqn.schedule.kind=\"constant\"",
+        "--set",
+        "aqn.schedule.sigma_start=0.05",
+    ];
+    let plain = tmp("corr_off");
+    ok(&train(&plain, &noise));
+    let corrected = tmp("corr_on");
+    ok(&train(
+        &corrected,
+        &[
+            &noise[..],
+            &[
+                "--set",
+                "algorithm.rollout_correction.rollout_is=\"sequence\"",
+                "--set",
+                "algorithm.rollout_correction.rollout_is_threshold=1.01",
+                "--set",
+                "algorithm.rollout_correction.rollout_rs=\"token\"",
+                "--set",
+                "algorithm.rollout_correction.rollout_rs_threshold=1.05",
+            ],
+        ]
+        .concat(),
+    ));
+    let step = |m: Vec<Value>| {
+        m.into_iter()
+            .find(|v| v["step"] == 1 && v.get("reward/mean").is_some())
+            .unwrap()
+    };
+    let (a, b) = (step(metrics(&plain)), step(metrics(&corrected)));
+    assert_eq!(
+        a["reward/mean"], b["reward/mean"],
+        "the rollouts are the same"
+    );
+    assert!(
+        a["rollout_corr/kl"].is_number() && a["rollout_corr/k3_kl"].as_f64().unwrap() > 0.0,
+        "{a}"
+    );
+    assert!(
+        a.get("rollout_corr/rollout_rs_masked_fraction").is_none(),
+        "{a}"
+    );
+    assert_eq!(
+        a["rollout_corr/kl"], b["rollout_corr/kl"],
+        "the same mismatch"
+    );
+    let rejected = b["rollout_corr/rollout_rs_masked_fraction"]
+        .as_f64()
+        .unwrap();
+    assert!(rejected > 0.0 && rejected < 1.0, "{b}");
+    assert_ne!(
+        a["actor/pg_loss"], b["actor/pg_loss"],
+        "the correction changes the loss"
+    );
 }

@@ -48,7 +48,8 @@ enum Command {
     /// quantization it was trained in, or of an HF model folder.
     Eval(cmd::eval::EvalArgs),
     /// The seed's summary format from finished runs (Markdown experiment table, best per
-    /// category, AQN configuration reference; mean and spread over seeds) plus SVG curves.
+    /// category, AQN configuration reference, rollout-training mismatch per sigma stage; mean
+    /// and spread over seeds) plus SVG curves.
     Report(cmd::report::ReportArgs),
     /// Serve the browser playground (www/) on 127.0.0.1.
     Serve(cmd::serve::ServeArgs),

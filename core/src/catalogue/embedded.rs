@@ -33,6 +33,7 @@ pub const PRESETS: &[Document] = documents!("presets":
     "e7a", "e5a-lora", "e5b-lora", "e6a", "e6b", "e12", "e13g", "e13h", "e13a",
     "e6b-2ep", "e6a-2ep", "e7a-2ep", "e3a-2ep", "e3b-2ep", "e8a-2ep", "e12-2ep",
     "e6b-qerl", "e12-qerl",
+    "e6b-tis", "e12-tis", "e13g-tis",
 );
 
 /// Every profile.

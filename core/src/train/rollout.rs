@@ -41,7 +41,9 @@ pub(super) struct Sample {
     pub response: Vec<u32>,
     /// Each response token's log-probability under the distribution the rollout policy drew it
     /// from (noise, quantization, temperature, top-k/top-p as they ran): the behaviour policy of
-    /// the mismatch metrics and of rollout correction.
+    /// the mismatch metrics and of rollout correction. Sent between workers as bit patterns,
+    /// so a `-inf` (a token the rollout policy gave an f32-underflowing probability) survives.
+    #[serde(with = "f32_bits")]
     pub rollout_log_probs: Vec<f32>,
     /// Reward.
     pub score: f64,
@@ -236,6 +238,25 @@ fn generate_batch(
     Ok(all_gather_json(c, &samples).into_iter().flatten().collect())
 }
 
+/// `Vec<f32>` as the values' bit patterns: JSON has no NaN or infinity.
+mod f32_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<u32>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Ok(Vec::<u32>::deserialize(d)?
+            .into_iter()
+            .map(f32::from_bits)
+            .collect())
+    }
+}
+
 /// One generated response, unpadded.
 struct Generated {
     response: Vec<u32>,
@@ -333,6 +354,15 @@ mod tests {
         assert_eq!(m[RESPONSE_LENGTH_CLIP_RATIO], 0.5);
         assert_eq!(m[DAPO_NUM_GEN_BATCHES], 2.0);
         assert_eq!((r.generated, r.gen_tokens), (4, 14));
+    }
+
+    #[test]
+    fn samples_cross_workers_with_infinite_log_probs_intact() {
+        let mut s = sample(GroupId::new(0, 0), 3, 1.0, true, false);
+        s.rollout_log_probs = vec![f32::NEG_INFINITY, -0.5, f32::NAN];
+        let back: Sample = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.rollout_log_probs[..2], [f32::NEG_INFINITY, -0.5]);
+        assert!(back.rollout_log_probs[2].is_nan());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `aqn-native report RUNS_DIR`: the seed's summary format (../shared/seed: "All AQN Experiments
 //! Summary") from finished runs: the experiment table with one row per experiment (the mean over
 //! its seeds, each seed's score in the notes), the best result per category, the AQN
-//! configuration reference of the schedules used, and SVG curves of held-out accuracy.
+//! configuration reference of the schedules used, the rollout-training mismatch per sigma stage
+//! ([`mismatch`]), and SVG curves of held-out accuracy.
 //!
 //! Scores are compared only between runs of the same length: "best per category" has one row
 //! per category and run length (a 40-step run is never ranked against 10-step ones), and an
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aqn_core::aqn::AqnTargets;
-use aqn_core::run::dir::{CONFIG_FILE, SUMMARY_FILE};
+use aqn_core::run::dir::{CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use aqn_core::run::log::{MetricsLog, parse_metrics};
 use aqn_core::train::config::Category;
 use aqn_core::train::{RunSummary, TrainConfig};
 use clap::Args;
@@ -22,6 +24,7 @@ use clap::Args;
 use crate::output::{self, OutputKind};
 
 mod curves;
+mod mismatch;
 use curves::draw_curves;
 
 /// Arguments of `report`.
@@ -46,6 +49,8 @@ pub struct ReportArgs {
 struct Run {
     summary: RunSummary,
     config: Option<TrainConfig>,
+    /// Its `metrics.jsonl` (`None` when the file is missing).
+    metrics: Option<MetricsLog>,
 }
 
 /// The runs of one experiment (Exp ID), over seeds.
@@ -199,10 +204,16 @@ fn load_runs(root: &Path) -> Result<Vec<Experiment>> {
         let config = std::fs::read_to_string(&config_path)
             .ok()
             .and_then(|t| toml::from_str::<TrainConfig>(&t).ok());
-        by_id
-            .entry(summary.exp_id.clone())
-            .or_default()
-            .push(Run { summary, config });
+        let metrics_path = file.with_file_name(METRICS_FILE);
+        let metrics = match std::fs::read_to_string(&metrics_path) {
+            Ok(text) => Some(parse_metrics(&text, &metrics_path.display().to_string())?),
+            Err(_) => None,
+        };
+        by_id.entry(summary.exp_id.clone()).or_default().push(Run {
+            summary,
+            config,
+            metrics,
+        });
     }
     let mut experiments: Vec<Experiment> = by_id
         .into_iter()
@@ -284,6 +295,16 @@ fn markdown(root: &Path, experiments: &[Experiment], svg_dir: &Path) -> String {
     experiment_table(&mut out, experiments, &best);
     best_table(&mut out, &best);
     aqn_reference(&mut out, experiments);
+    let logs: Vec<(&str, Vec<&MetricsLog>)> = experiments
+        .iter()
+        .map(|e| {
+            (
+                e.id.as_str(),
+                e.runs.iter().filter_map(|r| r.metrics.as_ref()).collect(),
+            )
+        })
+        .collect();
+    mismatch::section(&mut out, &logs);
     runs_table(&mut out, experiments);
     out
 }
