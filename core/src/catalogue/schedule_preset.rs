@@ -360,12 +360,15 @@ mod tests {
     }
 
     /// The schedule preset a TOML preset with AQN belongs to: its own name or alias, else the
-    /// experiment it is a variant of (`-2ep`, `-qerl`); the default run is E6b's AQN.
+    /// experiment it is a variant of (`-2ep`, `-qerl`, `-tis`); the default run is E6b's AQN.
     fn row_of(preset: &str) -> Option<SchedulePreset> {
         if preset == "default" {
             return Some(SchedulePreset::E6b);
         }
-        let base = preset.trim_end_matches("-2ep").trim_end_matches("-qerl");
+        let base = preset
+            .trim_end_matches("-2ep")
+            .trim_end_matches("-qerl")
+            .trim_end_matches("-tis");
         base.parse().ok()
     }
 

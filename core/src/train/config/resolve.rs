@@ -282,4 +282,30 @@ mod tests {
         let qerl = TrainConfig::resolve(&s("e6b-qerl")).unwrap();
         assert_eq!((qerl.batch.train(), qerl.batch.generation()), (32, 32));
     }
+
+    /// A `-tis` preset is its experiment with token-level TIS (C = 2) and nothing else changed.
+    #[test]
+    fn tis_variants_add_only_rollout_correction() {
+        use crate::rl::rollout_corr::IsLevel;
+        for base in ["e6b", "e12", "e13g"] {
+            let s = |preset: String| ConfigSources {
+                profile: "tiny".into(),
+                preset,
+                ..Default::default()
+            };
+            let plain = TrainConfig::resolve(&s(base.into())).unwrap();
+            let tis = TrainConfig::resolve(&s(format!("{base}-tis"))).unwrap();
+            let c = &tis.algorithm.rollout_correction;
+            assert_eq!(
+                (c.rollout_is, c.rollout_is_threshold),
+                (IsLevel::Token, 2.0)
+            );
+            assert!(!plain.algorithm.rollout_correction.enabled());
+            let mut same = tis.clone();
+            same.algorithm.rollout_correction = plain.algorithm.rollout_correction.clone();
+            same.experiment.id = plain.experiment.id.clone();
+            same.experiment.notes = plain.experiment.notes.clone();
+            assert_eq!(same, plain, "{base}-tis");
+        }
+    }
 }
