@@ -153,6 +153,12 @@ fn settings_that_cannot_take_effect_are_refused() {
             "algorithm.rollout_correction.rollout_is=\"token\"",
         ),
         (
+            "e5a-lora",
+            "algorithm.rollout_correction.rollout_is=\"token\"",
+            "training policy's own distribution",
+            "rollout.temperature=0.8",
+        ),
+        (
             "default",
             "algorithm.rollout_correction.rollout_rs_threshold=2.0",
             "rollout_rs",

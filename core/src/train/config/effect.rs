@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::{ConfigError, FinetuneMode, SYNTHETIC, TrainConfig};
+use crate::phase::Phase;
 use crate::qat::QuantMode;
 use crate::rl::kl::KlPlacement;
 use crate::rl::lr_schedule::LrScheduleKind;
@@ -70,6 +71,50 @@ fn is_off(c: &TrainConfig) -> Option<String> {
     (c.algorithm.rollout_correction.rollout_is == IsLevel::Off).then(|| {
         "algorithm.rollout_correction.rollout_is is \"none\" (no importance-sampling weights); set it to \"token\" or \"sequence\"".into()
     })
+}
+
+/// Rollout correction reweights tokens by how the rollout policy's sampling differs from the
+/// training policy. Without a difference (AQN noise in the rollout phase only, HW noise in the
+/// rollout phase, W4A4's activation quantization, which sees each decoding step's tensor in the
+/// rollout and the whole sequence in the trainer, a temperature other than 1, top-k or top-p)
+/// every weight is 1 up to rounding.
+fn no_mismatch(c: &TrainConfig) -> Option<String> {
+    let aqn_rollout_only = c
+        .aqn
+        .as_ref()
+        .is_some_and(|a| a.phase.includes(Phase::Rollout) && !a.phase.includes(Phase::Training));
+    let hw_rollout = c
+        .hw_noise
+        .as_ref()
+        .is_some_and(|h| h.phase.includes(Phase::Rollout));
+    let activations = c.quant.mode == QuantMode::W4A4;
+    let r = &c.rollout;
+    let sampler = r.temperature != 1.0 || r.top_k > 0 || r.top_p < 1.0;
+    (!aqn_rollout_only && !hw_rollout && !activations && !sampler).then(|| {
+        "the rollout policy samples from the training policy's own distribution (no AQN noise in \
+         the rollout phase only, no HW noise in the rollout phase, no W4A4 activation \
+         quantization, rollout.temperature 1, no top-k/top-p), so every importance ratio is 1 up \
+         to rounding"
+            .into()
+    })
+}
+
+/// `rollout_is` on (`none` is always accepted: it turns a preset's correction off).
+fn is_on_without_mismatch(c: &TrainConfig) -> Option<String> {
+    is_off(c).is_none().then(|| no_mismatch(c)).flatten()
+}
+
+/// `rollout_rs` on (`none` is always accepted).
+fn rs_on_without_mismatch(c: &TrainConfig) -> Option<String> {
+    rs_off(c).is_none().then(|| no_mismatch(c)).flatten()
+}
+
+fn is_off_or_no_mismatch(c: &TrainConfig) -> Option<String> {
+    is_off(c).or_else(|| no_mismatch(c))
+}
+
+fn rs_off_or_no_mismatch(c: &TrainConfig) -> Option<String> {
+    rs_off(c).or_else(|| no_mismatch(c))
 }
 
 fn rs_off(c: &TrainConfig) -> Option<String> {
@@ -149,10 +194,19 @@ pub const RULES: &[Rule] = &[
     when("algorithm.kl.", kl_off),
     always("algorithm.filter_groups.enable"),
     when("algorithm.filter_groups.", filtering_off),
-    always("algorithm.rollout_correction.rollout_is"),
-    when("algorithm.rollout_correction.rollout_is_threshold", is_off),
-    always("algorithm.rollout_correction.rollout_rs"),
-    when("algorithm.rollout_correction.", rs_off),
+    when(
+        "algorithm.rollout_correction.rollout_is",
+        is_on_without_mismatch,
+    ),
+    when(
+        "algorithm.rollout_correction.rollout_is_threshold",
+        is_off_or_no_mismatch,
+    ),
+    when(
+        "algorithm.rollout_correction.rollout_rs",
+        rs_on_without_mismatch,
+    ),
+    when("algorithm.rollout_correction.", rs_off_or_no_mismatch),
     always("actor."),
     always("finetune.mode"),
     when("finetune.lora.", not_lora),
