@@ -13,6 +13,7 @@ use super::config::{FinetuneMode, TrainConfig};
 use super::evaluate::EvalResult;
 use super::memory::MemoryEstimate;
 use crate::model::Qwen2ForCausalLM;
+use crate::rl::rollout_corr::{IsLevel, RsLevel};
 use crate::run::StepMetrics;
 
 /// What the run is about to do, reported before it starts.
@@ -121,8 +122,16 @@ pub fn describe(config: &TrainConfig) -> String {
         .map_or("no HW noise".to_string(), |h| {
             format!("HW noise {} ({})", h.model, h.phase)
         });
+    let rc = &config.algorithm.rollout_correction;
+    let mut correction = String::new();
+    if rc.rollout_is != IsLevel::Off {
+        correction += &format!(" | {} TIS C={}", rc.rollout_is, rc.rollout_is_threshold);
+    }
+    if let (true, Some((lo, hi))) = (rc.rollout_rs != RsLevel::Off, rc.rs_bounds()) {
+        correction += &format!(" | {} rejection [{lo}, {hi}]", rc.rollout_rs);
+    }
     format!(
-        "{} | {quant} | {ft} | {aqn} | {hw} | {}",
+        "{} | {quant} | {ft} | {aqn} | {hw} | {}{correction}",
         config.experiment.id,
         if config.algorithm.reward.kind == crate::task::reward::RewardKind::Dapo {
             "DAPO"
@@ -187,5 +196,14 @@ mod tests {
         })
         .unwrap();
         assert!(describe(&lora).contains("LoRA r"), "{}", describe(&lora));
+        let mut tis = lora.clone();
+        tis.algorithm.rollout_correction.rollout_is = IsLevel::Token;
+        tis.algorithm.rollout_correction.rollout_rs = RsLevel::Geometric;
+        tis.algorithm.rollout_correction.rollout_rs_threshold = Some(1.5);
+        let d = describe(&tis);
+        assert!(
+            d.ends_with("| token TIS C=2 | geometric rejection [0.6666666666666666, 1.5]"),
+            "{d}"
+        );
     }
 }
