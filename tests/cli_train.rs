@@ -348,3 +348,95 @@ fn rollout_correction_changes_the_loss_and_logs_its_metrics() {
         "the correction changes the loss"
     );
 }
+
+/// Lays `assets/tiny` out in `cache` as huggingface_hub does: `models--aqn--tiny/blobs/<hash>`,
+/// `refs/main` holding the commit, `snapshots/<commit>/<file>` linking to the blob.
+fn hub_cache_with_tiny(cache: &Path, commit: &str) {
+    let repo = cache.join("models--aqn--tiny");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny");
+    for (i, file) in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let blob = format!("{i:040x}");
+        std::fs::copy(assets.join(file), repo.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snapshot.join(file)).unwrap();
+    }
+}
+
+/// `model.path` / `eval` take a Hub id from the local Hugging Face cache (offline), at `main` or
+/// at a commit; a missing id or revision is an error that says where it looked.
+#[test]
+fn hub_ids_resolve_through_the_local_hf_cache() {
+    let root = tmp("hf_cache");
+    let cache = root.join("hub");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    hub_cache_with_tiny(&cache, commit);
+    let eval = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_aqn-native"))
+            .args(["eval", model, "--problems", "8", "--json"])
+            .env("HF_HUB_CACHE", &cache)
+            .output()
+            .unwrap()
+    };
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny");
+    let local = eval(assets.to_str().unwrap());
+    ok(&local);
+    let want: Value = serde_json::from_slice(&local.stdout).unwrap();
+    for id in ["aqn/tiny", &format!("aqn/tiny@{commit}")] {
+        let out = eval(id);
+        ok(&out);
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["result"], want["result"], "{id}");
+    }
+    for (id, looked) in [
+        ("aqn/other", "models--aqn--other"),
+        ("aqn/tiny@v2", "refs/v2"),
+    ] {
+        let out = eval(id);
+        assert!(!out.status.success(), "{id}");
+        let e = stderr(&out);
+        assert!(
+            e.contains(looked)
+                && e.contains("HF_HUB_CACHE")
+                && e.contains("not in the local Hugging Face cache"),
+            "{id}: {e}"
+        );
+    }
+    // Training reads the same id (the plan names the snapshot folder).
+    let run = root.join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_aqn-native"))
+        .args([
+            "train",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--set",
+            "model.path=\"aqn/tiny\"",
+        ])
+        .args(SMALL)
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(stderr(&out).contains(commit), "{}", stderr(&out));
+    // The adapter names its base by the Hub id, as PEFT expects.
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/step_1/adapter/adapter_config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["base_model_name_or_path"], "aqn/tiny");
+}

@@ -55,6 +55,8 @@ fn tiny_dir() -> PathBuf {
 pub fn model_identity(dir: &std::path::Path) -> String {
     if crate::atomic_write::same_file(dir, &tiny_dir()) {
         TINY_NAME.to_string()
+    } else if let Some(id) = super::hf_cache::repo_id_of(dir) {
+        id
     } else {
         dir.display().to_string()
     }

@@ -9,8 +9,10 @@
 //! | [`save`] | `save_qwen2`: an HF folder |
 //! | [`peft`] | PEFT's `adapter_model.safetensors` + `adapter_config.json` |
 //! | [`builtin`] | `builtin:tiny`, the committed `assets/tiny` compiled in |
+//! | [`hf_cache`] | `org/name` from the local Hugging Face cache (offline) |
 
 pub mod builtin;
+pub mod hf_cache;
 pub mod hf_names;
 pub mod loader;
 pub mod named_params;

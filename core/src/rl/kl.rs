@@ -7,6 +7,7 @@
 //! | `k1` (`kl`) | `logp - ref` |
 //! | `k2` (`mse`) | `0.5 (logp - ref)^2` |
 //! | `k3` (`low_var_kl`) | `clamp(exp(d) - d - 1, -10, 10)` with `d = clamp(ref - logp, -20, 20)` |
+//! | `abs` | `|logp - ref|` |
 //!
 //! Where it applies ([`KlPlacement`]):
 //!
@@ -45,6 +46,8 @@ named_enum! {
         /// `exp(ref - logp) - (ref - logp) - 1`, clamped (default).
         #[default]
         K3 => "k3" | "low_var_kl",
+        /// `|logp - ref|` (verl's `abs`).
+        Abs => "abs",
     }
 }
 
@@ -119,6 +122,7 @@ pub fn kl_penalty_reference(log_prob: f64, ref_log_prob: f64, estimator: KlEstim
             let d = (ref_log_prob - log_prob).clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP);
             (d.exp() - d - 1.0).clamp(-K3_VALUE_CLAMP, K3_VALUE_CLAMP)
         }
+        KlEstimator::Abs => (log_prob - ref_log_prob).abs(),
     }
 }
 
@@ -168,6 +172,7 @@ mod tensor {
                     .sub_scalar(1.0)
                     .clamp(-K3_VALUE_CLAMP, K3_VALUE_CLAMP)
             }
+            KlEstimator::Abs => (log_prob - ref_log_prob).abs(),
         }
     }
 
@@ -288,6 +293,9 @@ mod tests {
         assert_eq!(k(-1.5, -1.0, KlEstimator::K1), -0.5);
         assert_eq!(k(-1.0, -1.5, KlEstimator::K2), 0.125);
         assert_eq!(k(-1.5, -1.0, KlEstimator::K2), 0.125);
+        assert_eq!(k(-1.0, -1.5, KlEstimator::Abs), 0.5);
+        assert_eq!(k(-1.5, -1.0, KlEstimator::Abs), 0.5);
+        assert_eq!("abs".parse::<KlEstimator>(), Ok(KlEstimator::Abs));
         // k3 with d = ref - logp = -0.5: e^-0.5 + 0.5 - 1.
         assert!((k(-1.0, -1.5, KlEstimator::K3) - ((-0.5f64).exp() - 0.5)).abs() < 1e-15);
         // Equal log-probs: every estimator is 0.

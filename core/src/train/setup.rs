@@ -21,6 +21,7 @@ use super::error::{Context, TrainError};
 use super::evaluate::prompt_ids;
 use super::problem_checks::check_problems;
 use crate::aqn::{Aqn, BaseModelScan};
+use crate::checkpoint::hf_cache;
 use crate::checkpoint::loader::{
     CONFIG_FILE as MODEL_CONFIG_FILE, LoadError, LoadPlan, load_qwen2_with,
 };
@@ -39,19 +40,25 @@ use crate::tokenizer::Qwen2Tokenizer;
 /// Salt of the LoRA initialization stream (XORed into the seed).
 const LORA_SALT: u64 = 0x4c4f_5241;
 
-/// The model folder of `path` (`builtin:tiny` is unpacked from the binary).
+/// The model folder of `path`: `builtin:tiny` (unpacked from the binary), a local HF
+/// checkpoint folder, or a Hub id `org/name[@revision]` that is not a local folder, from the
+/// local Hugging Face cache (offline; [`hf_cache`]).
 pub fn resolve_model_dir(path: &str) -> Result<PathBuf, TrainError> {
     if path == BUILTIN_TINY {
         return crate::checkpoint::builtin::materialize_tiny()
             .context("unpacking the built-in tiny model");
     }
     let dir = PathBuf::from(path);
-    if !dir.join("config.json").exists() {
-        return Err(TrainError::Setup(format!(
-            "model.path = {path:?} is not an HF checkpoint folder (no config.json there); use a folder with config.json, model.safetensors and tokenizer.json, or {BUILTIN_TINY:?}"
-        )));
+    if dir.join("config.json").exists() {
+        return Ok(dir);
     }
-    Ok(dir)
+    if !dir.exists() && hf_cache::parse_repo_id(path).is_some() {
+        return hf_cache::resolve(path, &hf_cache::CacheEnv::from_process())
+            .map_err(|e| TrainError::Setup(format!("model.path = {path:?}: {e}")));
+    }
+    Err(TrainError::Setup(format!(
+        "model.path = {path:?} is not an HF checkpoint folder (no config.json there); use a folder with config.json, model.safetensors and tokenizer.json, a Hub id (org/name) in the local Hugging Face cache, or {BUILTIN_TINY:?}"
+    )))
 }
 
 /// The weights of `dir` fake-quantized as `quant` says: held packed (codes + scales, straight

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use aqn_core::checkpoint::hf_cache;
 use aqn_core::checkpoint::loader::CONFIG_FILE as CONFIG_JSON;
 use aqn_core::generation::GenerationConfig;
 use aqn_core::model::Qwen2Config;
@@ -29,9 +30,11 @@ use crate::progress;
 #[derive(Args)]
 pub struct EvalArgs {
     /// A run folder of `aqn-native train` (its config.toml and a checkpoint: the model is the
-    /// run's base, quantized as trained, with the checkpoint's adapter or weights), or an HF
-    /// model folder (config.json, model.safetensors, tokenizer.json).
-    #[arg(value_name = "RUN_DIR|MODEL_DIR")]
+    /// run's base, quantized as trained, with the checkpoint's adapter or weights), an HF
+    /// model folder (config.json, model.safetensors, tokenizer.json), or a Hub id
+    /// `org/name[@revision]` found in the local Hugging Face cache (`HF_HUB_CACHE`, `HF_HOME`;
+    /// offline, nothing is downloaded).
+    #[arg(value_name = "RUN_DIR|MODEL_DIR|ORG/NAME")]
     path: PathBuf,
     /// The checkpoint step of a run folder (default: the latest).
     #[arg(long, value_name = "N")]
@@ -104,9 +107,15 @@ fn setup(args: &EvalArgs) -> Result<(TrainConfig, Option<(u64, PathBuf)>)> {
         let checkpoint = find_checkpoint(&args.path, args.step)?;
         return Ok((config, Some(checkpoint)));
     }
-    if !args.path.join("config.json").exists() {
+    let hub_id = !args.path.exists()
+        && args
+            .path
+            .to_str()
+            .and_then(hf_cache::parse_repo_id)
+            .is_some();
+    if !args.path.join("config.json").exists() && !hub_id {
         bail!(
-            "{} is neither a run folder (no {CONFIG_FILE}) nor an HF model folder (no config.json)",
+            "{} is neither a run folder (no {CONFIG_FILE}), an HF model folder (no config.json) nor a Hub id (org/name) for the local Hugging Face cache",
             args.path.display()
         );
     }

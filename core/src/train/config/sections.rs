@@ -145,7 +145,8 @@ named_enum! {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// An HF checkpoint folder, or `builtin:tiny` (the committed `assets/tiny`).
+    /// An HF checkpoint folder, a Hub id `org/name[@revision]` from the local Hugging Face
+    /// cache (offline), or `builtin:tiny` (the committed `assets/tiny`).
     pub path: String,
     /// The precision of the weights: `f32` (default) or `bf16` (every value rounded to bf16 as
     /// it is read; frozen unquantized matrices then take 2 bytes per value; trainable tensors
