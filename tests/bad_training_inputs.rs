@@ -239,6 +239,11 @@ fn settings_beyond_the_run_are_refused() {
             "rollout.top_k=100000",
             ["rollout.top_k = 100000", "vocabulary"],
         ),
+        // Two steps with save_freq 0 write one checkpoint: nothing to remove.
+        (
+            "trainer.max_actor_ckpt_to_keep=1",
+            ["trainer.max_actor_ckpt_to_keep = 1", "writes 1 checkpoint"],
+        ),
         (
             "eval.problems=100000",
             ["eval.problems = 100000", "test set"],

@@ -233,3 +233,26 @@ fn resume_skips_a_corrupt_latest_checkpoint() {
         ],
     );
 }
+
+/// `trainer.max_actor_ckpt_to_keep` keeps the newest N complete checkpoints and says which it
+/// removed.
+#[test]
+fn only_the_newest_checkpoints_are_kept_when_asked() {
+    let run = tmp("keep_two");
+    let out = train(
+        &run,
+        &["--steps", "3", "--set", "trainer.max_actor_ckpt_to_keep=2"],
+    );
+    ok(&out);
+    let mut left: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["step_2", "step_3"]);
+    let log = stderr(&out);
+    assert!(
+        log.contains("step_1 (trainer.max_actor_ckpt_to_keep)"),
+        "{log}"
+    );
+}

@@ -64,7 +64,7 @@ impl TrainerState {
 }
 
 /// The `checkpoints/step_N` folders of a run, by ascending step.
-fn step_folders(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+pub(super) fn step_folders(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(run_dir.join(CHECKPOINT_DIR)) else {
         return Vec::new();
     };

@@ -4,7 +4,7 @@
 //! The trainer ([`trainer`]) is its steps, one file each: the run's [`setup`], [`rollout`] (with
 //! each sample's [`group_id`]), [`log_probs`], rewards and [`advantages`], the [`update`] over
 //! [`mini_batches`] of [`micro_batch`]es (with the rollout-training [`mismatch`] and its
-//! correction), [`validation`], [`checkpoints`] and [`progress`]
+//! correction), [`validation`], [`checkpoints`] (kept as [`retention`] says) and [`progress`]
 //! events; [`error`] says why a run failed.
 
 mod advantages;
@@ -24,6 +24,7 @@ mod mismatch;
 pub mod pretrain;
 mod problem_checks;
 pub mod progress;
+mod retention;
 mod rollout;
 pub mod sequence;
 pub mod setup;

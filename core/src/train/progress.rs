@@ -85,6 +85,11 @@ pub enum Event<'a> {
         /// Where.
         path: &'a Path,
     },
+    /// An older checkpoint was removed (`trainer.max_actor_ckpt_to_keep`).
+    CheckpointRemoved {
+        /// The folder.
+        path: &'a Path,
+    },
 }
 
 /// A one-line description of the run's semantics.

@@ -43,6 +43,7 @@ use super::memory::{MemoryEstimate, available_memory, shortfall};
 use super::mini_batches::MiniBatches;
 use super::mismatch;
 use super::progress::{Event, RunPlan, describe, trainable_params, weight_bytes};
+use super::retention::prune_checkpoints;
 use super::rollout;
 use super::setup::{self, Policies, RunContext};
 use super::summary::RunSummary;
@@ -77,7 +78,8 @@ pub struct TrainOptions {
     /// writes the run folder.
     pub collective: Box<dyn Collective>,
     /// The configuration keys the user chose ([`ConfigSources::resolve_with_choices`]): those
-    /// bounded by the loaded run (`trainer.save_freq`, `rollout.top_k`, `eval.problems`) are
+    /// bounded by the loaded run (`trainer.save_freq`, `trainer.max_actor_ckpt_to_keep`,
+    /// `rollout.top_k`, `eval.problems`) are
     /// checked against it before the model loads. Empty for `--resume` (checked at the start).
     ///
     /// [`ConfigSources::resolve_with_choices`]: super::config::ConfigSources::resolve_with_choices
@@ -126,6 +128,11 @@ pub fn train(
         if (config.trainer.save_freq > 0 && step % config.trainer.save_freq == 0) || last {
             let path = run.save(step)?;
             on_event(Event::Checkpoint { step, path: &path });
+            if let (Some(keep), true) = (config.trainer.max_actor_ckpt_to_keep, run.dir.writes()) {
+                for removed in prune_checkpoints(run.dir.root(), keep)? {
+                    on_event(Event::CheckpointRemoved { path: &removed });
+                }
+            }
         }
     }
     let summary = RunSummary::new(

@@ -319,6 +319,17 @@ fn run_training(
                 progress::line(b, format!("save     step {step:>4}: {}", path.display()));
             }
         }
+        Event::CheckpointRemoved { path } => {
+            if let Some(b) = &pb {
+                progress::line(
+                    b,
+                    format!(
+                        "removed  {} (trainer.max_actor_ckpt_to_keep)",
+                        path.display()
+                    ),
+                );
+            }
+        }
     })
     .with_context(|| format!("training run {}", run_dir.display()))?;
     if let Some(b) = pb {

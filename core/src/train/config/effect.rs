@@ -10,7 +10,7 @@
 //! `config.toml`, which restates every key, can be passed back as `--config`). The presets are
 //! held to the same rules by a test.
 //!
-//! Three keys take effect only within facts known once the model and data are loaded (the run's
+//! Four keys take effect only within facts known once the model and data are loaded (the run's
 //! length, the vocabulary, the test set): [`RunFacts`] and [`TrainConfig::check_run_effect`].
 
 use std::collections::BTreeSet;
@@ -248,6 +248,15 @@ pub fn rule_of(key: &str) -> Option<&'static Rule> {
     })
 }
 
+/// The checkpoints a run of `run_steps` steps writes: every `save_freq` steps (0: none) and at
+/// the final step.
+fn checkpoints_written(run_steps: u64, save_freq: u64) -> u64 {
+    match save_freq {
+        0 => 1,
+        f => run_steps / f + u64::from(!run_steps.is_multiple_of(f)),
+    }
+}
+
 /// What the loaded model and data say about the run, for the keys bounded by them.
 #[derive(Clone, Copy, Debug)]
 pub struct RunFacts {
@@ -285,8 +294,9 @@ impl TrainConfig {
     }
 
     /// Refuses the keys bounded by the loaded run that cannot take effect: a checkpoint period
-    /// longer than the run, `rollout.top_k` at or above the vocabulary (no truncation), more
-    /// evaluation problems than the test set holds. Only keys in `chosen` are checked, so the
+    /// longer than the run, a checkpoint limit the run's checkpoints never exceed,
+    /// `rollout.top_k` at or above the vocabulary (no truncation), more evaluation problems than
+    /// the test set holds. Only keys in `chosen` are checked, so the
     /// defaults adapt (`eval.problems` = 256 on a smaller test set evaluates all of it).
     pub fn check_run_effect(
         &self,
@@ -303,6 +313,20 @@ impl TrainConfig {
                     facts.run_steps, facts.run_steps
                 ),
             ));
+        }
+        let keep = self.trainer.max_actor_ckpt_to_keep;
+        if let (true, Some(keep)) = (chosen.contains("trainer.max_actor_ckpt_to_keep"), keep) {
+            let saves = checkpoints_written(facts.run_steps, save);
+            if saves <= keep {
+                return Err(no_effect(
+                    "trainer.max_actor_ckpt_to_keep",
+                    keep.to_string(),
+                    format!(
+                        "the run writes {saves} checkpoint(s) (trainer.save_freq = {save} over {} steps), so none would be removed; give less than {saves}",
+                        facts.run_steps
+                    ),
+                ));
+            }
         }
         let top_k = self.rollout.top_k;
         if chosen.contains("rollout.top_k") && top_k >= facts.vocab_size {

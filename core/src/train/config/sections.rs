@@ -294,4 +294,7 @@ pub struct TrainerConfig {
     /// Stop after this many steps instead of `epochs * steps_per_epoch` (short runs and tests;
     /// the schedules still span the full run).
     pub max_steps: Option<u64>,
+    /// Keep only the newest this many complete checkpoints, removing older ones after each save
+    /// (verl's name; unset: keep all; >= 1).
+    pub max_actor_ckpt_to_keep: Option<u64>,
 }

@@ -163,6 +163,13 @@ impl TrainConfig {
                 "at least 1 (or remove it)",
             ));
         }
+        if self.trainer.max_actor_ckpt_to_keep == Some(0) {
+            return Err(invalid(
+                "trainer.max_actor_ckpt_to_keep",
+                "0".into(),
+                "at least 1 (or remove it to keep every checkpoint)",
+            ));
+        }
         if self.algorithm.filter_groups.enable && self.rollout.n < 2 {
             return Err(invalid(
                 "rollout.n",
