@@ -70,7 +70,9 @@ fn expand(tree: &str) -> Vec<String> {
         return vec![tree.to_string()];
     };
     let prefix = tree[..open].trim_end_matches("::");
-    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    // A `}` before the `{`: not a use tree (text that happened to follow the word `use`).
+    let close = tree.rfind('}').filter(|&c| c > open).unwrap_or(tree.len());
+    let inner = &tree[open + 1..close];
     let (mut items, mut depth, mut cur) = (Vec::new(), 0, String::new());
     for ch in inner.chars() {
         match ch {

@@ -57,7 +57,7 @@ pub fn resolve_model_dir(path: &str) -> Result<PathBuf, TrainError> {
             .map_err(|e| TrainError::Setup(format!("model.path = {path:?}: {e}")));
     }
     Err(TrainError::Setup(format!(
-        "model.path = {path:?} is not an HF checkpoint folder (no config.json there); use a folder with config.json, model.safetensors and tokenizer.json, a Hub id (org/name) in the local Hugging Face cache, or {BUILTIN_TINY:?}"
+        "model.path = {path:?} is not an HF checkpoint folder (no config.json there); give a folder with config.json, model.safetensors and tokenizer.json, a Hub id (org/name) in the local Hugging Face cache, or {BUILTIN_TINY:?}"
     )))
 }
 
