@@ -1,6 +1,7 @@
 //! Choosing the next token from a row of logits: greedy, or sampling at a temperature with
-//! optional top-k and top-p (nucleus, Holtzman et al., "The Curious Case of Neural Text
-//! Degeneration", ICLR 2020) filtering, in HF's order: temperature, then top-k, then top-p.
+//! optional top-k, top-p (nucleus, Holtzman et al., "The Curious Case of Neural Text
+//! Degeneration", ICLR 2020) and min-p (Nguyen et al., "Turning Up the Heat: Min-p Sampling",
+//! 2024) filtering, in HF's order: temperature, then top-k, then top-p, then min-p.
 //!
 //! A sampler owns its random stream, a [`CounterRng`] whose state is two integers, so a rollout
 //! worker can be checkpointed and resumed mid-run and draw the very same tokens (the sampler is
@@ -35,6 +36,10 @@ pub struct SamplingConfig {
     pub top_k: Option<usize>,
     /// Keep the smallest set of most likely tokens whose probability reaches `p` (`None`: all).
     pub top_p: Option<f64>,
+    /// Keep the tokens whose probability is at least `min_p` times the most likely one's
+    /// (`None`: all; HF's `MinPLogitsWarper`).
+    #[serde(default)]
+    pub min_p: Option<f64>,
     /// Seed of the sampler's random stream.
     pub seed: u64,
 }
@@ -46,6 +51,7 @@ impl SamplingConfig {
             temperature: 0.0,
             top_k: None,
             top_p: None,
+            min_p: None,
             seed: 0,
         }
     }
@@ -56,6 +62,7 @@ impl SamplingConfig {
             temperature,
             top_k: None,
             top_p: None,
+            min_p: None,
             seed,
         }
     }
@@ -69,6 +76,12 @@ impl SamplingConfig {
     /// Sets top-p.
     pub fn top_p(mut self, p: f64) -> Self {
         self.top_p = Some(p);
+        self
+    }
+
+    /// Sets min-p.
+    pub fn min_p(mut self, p: f64) -> Self {
+        self.min_p = Some(p);
         self
     }
 
@@ -99,6 +112,15 @@ impl SamplingConfig {
         {
             return Err(invalid("top_p", p.to_string(), "must be in (0, 1]"));
         }
+        if let Some(p) = self.min_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(invalid(
+                "min_p",
+                p.to_string(),
+                "must be in (0, 1] (omit it to keep all tokens)",
+            ));
+        }
         if self.temperature == 0.0 {
             if let Some(k) = self.top_k {
                 return Err(invalid(
@@ -114,12 +136,20 @@ impl SamplingConfig {
                     "has no effect with temperature 0 (greedy); unset it or use a temperature > 0",
                 ));
             }
+            if let Some(p) = self.min_p {
+                return Err(invalid(
+                    "min_p",
+                    p.to_string(),
+                    "has no effect with temperature 0 (greedy); unset it or use a temperature > 0",
+                ));
+            }
             return Ok(Sampler::Greedy);
         }
         Ok(Sampler::Random(RandomSampler {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
+            min_p: self.min_p,
             rng: CounterRng::new(self.seed),
         }))
     }
@@ -162,6 +192,8 @@ pub struct RandomSampler {
     temperature: f64,
     top_k: Option<usize>,
     top_p: Option<f64>,
+    #[serde(default)]
+    min_p: Option<f64>,
     rng: CounterRng,
 }
 
@@ -226,7 +258,8 @@ const NUCLEUS_CHUNK: usize = 64;
 
 impl RandomSampler {
     /// The distribution a draw comes from: softmax of `logits / temperature` restricted to the
-    /// top-k, then to the top-p nucleus, renormalized. Pairs `(token, probability)`; sorted by
+    /// top-k, then to the top-p nucleus, then to the tokens at least `min_p` times as likely as
+    /// the most likely one, renormalized. Pairs `(token, probability)`; sorted by
     /// decreasing probability (ties: lower id first) when top-k or top-p is set, in token order
     /// otherwise.
     pub fn distribution(&self, logits: &[f32]) -> Vec<(usize, f64)> {
@@ -283,6 +316,15 @@ impl RandomSampler {
                 .iter()
                 .map(|&i| (i, prob[i] / kept))
                 .collect();
+        }
+        if let Some(m) = self.min_p {
+            // HF's MinPLogitsWarper: drop `q < min_p * max q` (the most likely token stays).
+            let threshold = m * probs.iter().map(|&(_, q)| q).fold(0.0, f64::max);
+            probs.retain(|&(_, q)| q >= threshold);
+            let kept: f64 = probs.iter().map(|&(_, q)| q).sum();
+            for (_, q) in &mut probs {
+                *q /= kept;
+            }
         }
         probs
     }
@@ -516,6 +558,62 @@ mod tests {
         );
     }
 
+    /// Min-p against its formula on random logits: softmax at the temperature (after top-k), keep
+    /// `p >= min_p * max p`, renormalize.
+    #[test]
+    fn min_p_keeps_the_tokens_near_the_most_likely_one() {
+        // [0.4, 0.3, 0.2, 0.1] with min_p 0.6: the threshold 0.24 keeps 0.4 and 0.3.
+        let d = dist(SamplingConfig::with_temperature(1.0, 0).min_p(0.6));
+        let want = [(1, 4.0 / 7.0), (3, 3.0 / 7.0)];
+        assert_eq!(d.len(), 2, "{d:?}");
+        for ((t, q), (wt, wq)) in d.iter().zip(want) {
+            // The logits are f32 logarithms of the probabilities: 1e-7.
+            assert!(*t == wt && (q - wq).abs() < 1e-7, "{d:?}");
+        }
+        let mut rng = CounterRng::new(7);
+        for case in 0..50 {
+            let logits: Vec<f32> = (0..40)
+                .map(|_| (rng.next_f64() * 8.0 - 4.0) as f32)
+                .collect();
+            let (t, m) = (0.5 + rng.next_f64(), 0.05 + 0.9 * rng.next_f64());
+            let top_k = (case % 2 == 0).then_some(10);
+            let mut config = SamplingConfig::with_temperature(t, 0).min_p(m);
+            config.top_k = top_k;
+            let Sampler::Random(s) = config.build().unwrap() else {
+                panic!("random")
+            };
+            let mut got = s.distribution(&logits);
+            got.sort_by_key(|&(i, _)| i);
+            // The reference: HF's warpers in order on the full vocabulary.
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            let allowed: Vec<usize> = order[..top_k.unwrap_or(logits.len())].to_vec();
+            let w: Vec<f64> = allowed
+                .iter()
+                .map(|&i| (f64::from(logits[i]) / t).exp())
+                .collect();
+            let z: f64 = w.iter().sum();
+            let max = w.iter().copied().fold(0.0, f64::max) / z;
+            let mut want: Vec<(usize, f64)> = allowed
+                .iter()
+                .zip(&w)
+                .map(|(&i, &x)| (i, x / z))
+                .filter(|&(_, p)| p >= m * max)
+                .collect();
+            let kept: f64 = want.iter().map(|x| x.1).sum();
+            want.iter_mut().for_each(|x| x.1 /= kept);
+            want.sort_by_key(|&(i, _)| i);
+            assert_eq!(
+                got.iter().map(|x| x.0).collect::<Vec<_>>(),
+                want.iter().map(|x| x.0).collect::<Vec<_>>(),
+                "case {case}"
+            );
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a.1 - b.1).abs() < 1e-12, "case {case}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
     #[test]
     fn invalid_knobs_are_refused_with_their_names() {
         let e = |c: SamplingConfig| c.build().unwrap_err().to_string();
@@ -524,5 +622,7 @@ mod tests {
         assert!(e(SamplingConfig::with_temperature(1.0, 0).top_p(1.5)).contains("`top_p` = 1.5"));
         assert!(e(SamplingConfig::with_temperature(1.0, 0).top_p(0.0)).contains("(0, 1]"));
         assert!(e(SamplingConfig::greedy().top_k(5)).contains("no effect"));
+        assert!(e(SamplingConfig::with_temperature(1.0, 0).min_p(0.0)).contains("`min_p` = 0"));
+        assert!(e(SamplingConfig::greedy().min_p(0.1)).contains("no effect"));
     }
 }

@@ -178,6 +178,7 @@ fn generate_batch(
         temperature: cfg.rollout.temperature,
         top_k: (cfg.rollout.top_k > 0).then_some(cfg.rollout.top_k),
         top_p: (cfg.rollout.top_p < 1.0).then_some(cfg.rollout.top_p),
+        min_p: (cfg.rollout.min_p > 0.0).then_some(cfg.rollout.min_p),
         seed: counter_hash(cfg.trainer.seed ^ ROLLOUT_SALT, step * 1024 + batch),
     };
     let c = ctx.collective;

@@ -76,7 +76,8 @@ fn is_off(c: &TrainConfig) -> Option<String> {
 /// Rollout correction reweights tokens by how the rollout policy's sampling differs from the
 /// training policy. Without a difference (AQN noise in the rollout phase only, HW noise in the
 /// rollout phase, W4A4's activation quantization, which sees each decoding step's tensor in the
-/// rollout and the whole sequence in the trainer, a temperature other than 1, top-k or top-p)
+/// rollout and the whole sequence in the trainer, a temperature other than 1, top-k, top-p or
+/// min-p)
 /// every weight is 1 up to rounding.
 fn no_mismatch(c: &TrainConfig) -> Option<String> {
     let aqn_rollout_only = c
@@ -89,11 +90,11 @@ fn no_mismatch(c: &TrainConfig) -> Option<String> {
         .is_some_and(|h| h.phase.includes(Phase::Rollout));
     let activations = c.quant.mode == QuantMode::W4A4;
     let r = &c.rollout;
-    let sampler = r.temperature != 1.0 || r.top_k > 0 || r.top_p < 1.0;
+    let sampler = r.temperature != 1.0 || r.top_k > 0 || r.top_p < 1.0 || r.min_p > 0.0;
     (!aqn_rollout_only && !hw_rollout && !activations && !sampler).then(|| {
         "the rollout policy samples from the training policy's own distribution (no AQN noise in \
          the rollout phase only, no HW noise in the rollout phase, no W4A4 activation \
-         quantization, rollout.temperature 1, no top-k/top-p), so every importance ratio is 1 up \
+         quantization, rollout.temperature 1, no top-k/top-p/min-p), so every importance ratio is 1 up \
          to rounding"
             .into()
     })

@@ -207,6 +207,9 @@ pub struct RolloutConfig {
     pub top_p: f64,
     /// Top-k sampling (0: off).
     pub top_k: usize,
+    /// Min-p sampling: keep the tokens at least this times as likely as the most likely one,
+    /// after top-k and top-p (0: off; HF's and vLLM's `min_p`).
+    pub min_p: f64,
     /// Longest response in tokens.
     pub max_response_len: usize,
     /// Longest prompt in tokens (longer prompts are an error naming the problem).
@@ -225,6 +228,7 @@ impl Default for RolloutConfig {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
             max_response_len: 64,
             max_prompt_len: 256,
             micro_batch_size: 0,

@@ -142,6 +142,13 @@ impl TrainConfig {
                 "a number in (0, 1]",
             ));
         }
+        if !(self.rollout.min_p >= 0.0 && self.rollout.min_p <= 1.0) {
+            return Err(invalid(
+                "rollout.min_p",
+                self.rollout.min_p.to_string(),
+                "a number in [0, 1] (0: off)",
+            ));
+        }
         if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
             return Err(invalid(
                 "optim.lr",
