@@ -41,7 +41,7 @@ use super::error::{Context, TrainError};
 use super::log_probs::StepLogProbs;
 use super::memory::{MemoryEstimate, available_memory, shortfall};
 use super::mini_batches::MiniBatches;
-use super::mismatch;
+use super::mismatch::StepRows;
 use super::progress::{Event, RunPlan, describe, trainable_params, weight_bytes};
 use super::retention::prune_checkpoints;
 use super::rollout;
@@ -301,12 +301,12 @@ impl<'a> Run<'a> {
         let log_probs = StepLogProbs::compute(ctx, &batches, &train_model, reference, samples);
 
         // Rollout correction: its weights and rejected tokens, from the old log-probs.
-        let mut old_rows = log_probs
+        let mut rows = log_probs
             .old
             .as_ref()
-            .map(|old| mismatch::host_rows(ctx, &batches, old, samples));
-        let correction = match &old_rows {
-            Some(old) => Some(mismatch::correction(ctx, old, samples)?),
+            .map(|old| StepRows::gather(ctx, &batches, old, samples));
+        let correction = match &rows {
+            Some(rows) => Some(rows.correction(ctx)?),
             None => None,
         };
 
@@ -333,17 +333,17 @@ impl<'a> Run<'a> {
         let t_update = t1.elapsed().as_secs_f64();
 
         // The mismatch metrics (on-policy, from the log-probs the update saw).
-        if old_rows.is_none()
+        if rows.is_none()
             && let Some(seen) = &update.on_policy_log_probs
         {
-            old_rows = Some(mismatch::host_rows(ctx, &batches, seen, samples));
+            rows = Some(StepRows::gather(ctx, &batches, seen, samples));
         }
-        if let Some(old) = &old_rows {
+        if let Some(rows) = &rows {
             let correction = match correction {
                 Some(c) => c,
-                None => mismatch::correction(ctx, old, samples)?,
+                None => rows.correction(ctx)?,
             };
-            metrics.extend(mismatch::step_metrics(old, samples, &correction)?);
+            metrics.extend(rows.metrics(&correction)?);
         }
 
         // 5. The step's metrics, one line of metrics.jsonl.
