@@ -78,11 +78,6 @@ impl PairedLogProbs<'_> {
             .zip(&self.rollout[i])
             .map(|(&o, &r)| o - r)
     }
-
-    /// Response tokens in the batch.
-    pub fn tokens(&self) -> usize {
-        self.old.iter().map(Vec::len).sum()
-    }
 }
 
 /// verl's masked mean over the tokens of `rows`: the sum over `1e-8` + the count.
