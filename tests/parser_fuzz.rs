@@ -300,3 +300,22 @@ fn the_bases_are_valid() {
     )
     .unwrap();
 }
+
+/// A case the fuzzer found: one changed byte of a verl parquet file made the `parquet` crate
+/// panic inside its decoder ("range end index 4 out of range for slice of length 3"). It is a
+/// malformed-file error naming the file, not a crash.
+#[test]
+fn a_parquet_file_that_panics_the_decoder_is_an_error() {
+    let base = fixture("tests/fixtures/verl_gsm8k/system_prompt.parquet");
+    let ms = [Mutation::Set {
+        at: 7794694896784543770,
+        byte: 121,
+    }];
+    let path = scratch(&format!("{SOURCE}-decoder-panic.parquet"));
+    std::fs::write(&path, apply(&base, &ms)).unwrap();
+    let e = load_problems(&path, None).unwrap_err().to_string();
+    assert!(
+        e.contains(SOURCE) && e.contains("not a readable Parquet file"),
+        "{e}"
+    );
+}

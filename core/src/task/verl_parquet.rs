@@ -37,10 +37,31 @@ pub fn load_verl_parquet(path: &Path) -> Result<Vec<Problem>, TaskError> {
 }
 
 /// Reads verl parquet rows from any chunk reader (`name` labels errors).
+///
+/// The `parquet` crate panics on some corrupt files (a slice index out of range in its
+/// decoders; tests/parser_fuzz.rs found one with a single changed byte): such a panic is
+/// reported as a malformed file, never a crash.
 pub fn read_verl_parquet<R: ChunkReader + 'static>(
     reader: R,
     name: &str,
 ) -> Result<Vec<Problem>, TaskError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_rows(reader, name)))
+        .unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(TaskError::Malformed {
+                path: name.to_string(),
+                row: 0,
+                message: format!("not a readable Parquet file: the reader failed on it ({reason})"),
+            })
+        })
+}
+
+/// [`read_verl_parquet`] without the guard.
+fn read_rows<R: ChunkReader + 'static>(reader: R, name: &str) -> Result<Vec<Problem>, TaskError> {
     let malformed = |row: usize, e: parquet::errors::ParquetError| TaskError::Malformed {
         path: name.to_string(),
         row,
