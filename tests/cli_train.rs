@@ -440,3 +440,41 @@ fn hub_ids_resolve_through_the_local_hf_cache() {
     .unwrap();
     assert_eq!(cfg["base_model_name_or_path"], "aqn/tiny");
 }
+
+/// Issue 23: the main job's command shape on a model that llm-compressor quantized to NVFP4
+/// (compressed-tensors): the base is read as stored and the plan says so; a preset whose
+/// [quant] contradicts the checkpoint is refused naming the setting.
+#[test]
+fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen2-nvfp4-ct");
+    let model_set = format!("model.path={:?}", model.to_str().unwrap());
+    let run = tmp("nvfp4_ct");
+    let out = train(&run, &["--steps", "1", "--set", &model_set]);
+    ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("packed (nvfp4:two-level codes and scales read from the checkpoint (compressed-tensors nvfp4-pack-quantized"),
+        "{log}"
+    );
+    assert!(
+        run.join("checkpoints/step_1/adapter/adapter_model.safetensors")
+            .is_file()
+    );
+    let refused = train(
+        &tmp("nvfp4_ct_bf16"),
+        &[
+            "--steps",
+            "1",
+            "--set",
+            &model_set,
+            "--set",
+            "quant.mode=\"bf16\"",
+        ],
+    );
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("is stored as NVFP4 codes") && err.contains("quant.mode = \"w4a16\""),
+        "{err}"
+    );
+}

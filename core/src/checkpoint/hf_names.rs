@@ -5,6 +5,13 @@
 
 use crate::site::{LinearKind, LinearSite};
 
+/// The single-file weights of an HF checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// The index of a sharded HF checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The architecture file of an HF checkpoint.
+pub const CONFIG_FILE: &str = "config.json";
+
 /// With tied embeddings the lm_head owns the shared matrix, which HF checkpoints store (once) as
 /// the embedding.
 pub const TIED_HEAD: (&str, &str) = ("lm_head.weight", "model.embed_tokens.weight");

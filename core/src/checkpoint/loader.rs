@@ -21,20 +21,21 @@ use burn::tensor::{Device, Tensor, TensorData};
 use memmap2::Mmap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use thiserror::Error;
 
+use super::compressed_tensors::{PreQuantized, nvfp4_tensor, tensor_names};
 use super::hf_names::{TIED_HEAD, is_ignored, weight_name};
+pub use super::load_error::LoadError;
 use super::named_params::NamedParamMapper;
 use crate::formats::bf16::round_to_bf16;
-use crate::formats::{FormatError, QuantSpec};
+use crate::formats::{PackedTensor, QuantSpec};
 use crate::model::attach::pack::{WeightDtype, storage_spec};
-use crate::model::config::{ConfigError, Qwen2Config};
+use crate::model::config::Qwen2Config;
 use crate::model::linear::QLinear;
 use crate::model::qwen2::Qwen2ForCausalLM;
-use crate::qat::{LinearQuant, QatError, QuantConfig};
+use crate::qat::{LinearQuant, QuantConfig};
 use crate::quant::PackedWeight;
 use crate::site::LinearSite;
-use crate::tensor_file::{TensorFile, TensorFileError};
+use crate::tensor_file::TensorFile;
 
 /// How the loader holds a checkpoint's weights.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -58,119 +59,7 @@ impl LoadPlan {
     }
 }
 
-/// The single-file weights of an HF checkpoint.
-pub const SINGLE_FILE: &str = "model.safetensors";
-/// The index of a sharded HF checkpoint.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// The architecture file of an HF checkpoint.
-pub const CONFIG_FILE: &str = "config.json";
-
-/// Why a checkpoint could not be loaded.
-#[derive(Debug, Error)]
-pub enum LoadError {
-    /// A name that is not one of an enum's variants.
-    #[error(transparent)]
-    UnknownName(#[from] crate::named::UnknownName),
-    /// A weight file that cannot be memory-mapped.
-    #[error("cannot map {path}: {source}")]
-    Map {
-        /// The file.
-        path: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The packed plan's quantization.
-    #[error(transparent)]
-    Quant(#[from] QatError),
-    /// A tensor that cannot be packed.
-    #[error("packing `{tensor}`: {source}")]
-    Pack {
-        /// The HF name.
-        tensor: String,
-        /// Why.
-        source: FormatError,
-    },
-    /// `config.json` is missing, malformed or refused.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A weight file is unreadable or malformed, or a tensor has a non-float dtype.
-    #[error(transparent)]
-    File(#[from] TensorFileError),
-    /// The directory has neither weights file.
-    #[error("{dir} has neither {SINGLE_FILE} nor {INDEX_FILE}")]
-    NoWeights {
-        /// The directory.
-        dir: String,
-    },
-    /// The shard index is unreadable or malformed.
-    #[error("{path}: {reason}")]
-    Index {
-        /// The index file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The index names a tensor its shard does not hold.
-    #[error("{INDEX_FILE} places tensor `{tensor}` in {shard}, which does not contain it")]
-    NotInShard {
-        /// The tensor.
-        tensor: String,
-        /// The shard file.
-        shard: String,
-    },
-    /// Two files hold the same tensor.
-    #[error("tensor `{tensor}` is in both {first} and {second}")]
-    Duplicate {
-        /// The tensor.
-        tensor: String,
-        /// One file.
-        first: String,
-        /// The other.
-        second: String,
-    },
-    /// A parameter of the model has no tensor in the checkpoint.
-    #[error("tensor `{tensor}` (shape {expected:?}) is missing from the checkpoint")]
-    Missing {
-        /// The HF name.
-        tensor: String,
-        /// The shape the model expects.
-        expected: Vec<usize>,
-    },
-    /// A tensor of the checkpoint matches no parameter of the model.
-    #[error(
-        "unexpected tensor `{tensor}` (shape {shape:?}) in {source_name}: no parameter of this Qwen2 config has that name"
-    )]
-    Unexpected {
-        /// The HF name.
-        tensor: String,
-        /// Its shape.
-        shape: Vec<usize>,
-        /// The file.
-        source_name: String,
-    },
-    /// A tensor whose shape differs from the parameter's.
-    #[error(
-        "tensor `{tensor}` has shape {found:?} in {source_name}; the model expects {expected:?}"
-    )]
-    ShapeMismatch {
-        /// The HF name.
-        tensor: String,
-        /// The model's shape.
-        expected: Vec<usize>,
-        /// The checkpoint's shape.
-        found: Vec<usize>,
-        /// The file.
-        source_name: String,
-    },
-    /// A tied checkpoint that also stores a different `lm_head.weight`.
-    #[error(
-        "config.json ties the embeddings but `lm_head.weight` in {source_name} differs from `model.embed_tokens.weight`"
-    )]
-    TiedHeadDiffers {
-        /// The file.
-        source_name: String,
-    },
-}
+pub use super::hf_names::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 
 /// The weight files of a checkpoint directory: the shards of the index in first-use order, or the
 /// single file. The index's placement of each tensor is returned for checking.
@@ -250,6 +139,8 @@ pub fn load_weights_with(
     device: &Device,
     plan: &LoadPlan,
 ) -> Result<Qwen2ForCausalLM, LoadError> {
+    let pre = super::compressed_tensors::detect(dir)
+        .map_err(|reason| LoadError::PreQuantized { reason })?;
     let (paths, placement) = weight_files(dir)?;
     let maps = paths
         .iter()
@@ -303,6 +194,7 @@ pub fn load_weights_with(
         error: None,
         device: device.clone(),
         dtype: plan.dtype,
+        pre,
     };
     let model = match &plan.packed {
         Some(quant) => loader.pack(model, quant)?,
@@ -317,15 +209,30 @@ pub fn load_weights_with(
         None => model,
     };
 
+    let tied = model.config().tie_word_embeddings;
+    let sources: Vec<&str> = blobs.iter().map(|(n, _)| n.as_str()).collect();
+    check_unused(&files, &sources, &location, &loader.used, tied)?;
+    Ok(model)
+}
+
+/// Refuses a tensor no parameter used (an `lm_head.weight` of a tied checkpoint passes when it
+/// is the embedding matrix itself).
+fn check_unused(
+    files: &[TensorFile<'_>],
+    sources: &[&str],
+    location: &HashMap<String, usize>,
+    used: &HashSet<String>,
+    tied: bool,
+) -> Result<(), LoadError> {
     let mut rest: Vec<&String> = location
         .keys()
-        .filter(|n| !loader.used.contains(*n) && !is_ignored(n))
+        .filter(|n| !used.contains(*n) && !is_ignored(n))
         .collect();
     rest.sort();
     for name in rest {
         let f = location[name];
-        let source_name = blobs[f].0.clone();
-        if model.config().tie_word_embeddings && name == TIED_HEAD.0 {
+        let source_name = sources[f].to_string();
+        if tied && name == TIED_HEAD.0 {
             // Some exporters store the tied head too; accept it only as the same matrix.
             let head = files[f].read(name)?;
             let embed = files[location[TIED_HEAD.1]].read(TIED_HEAD.1)?;
@@ -341,7 +248,7 @@ pub fn load_weights_with(
             source_name,
         });
     }
-    Ok(model)
+    Ok(())
 }
 
 fn file_name(p: &Path) -> String {
@@ -361,6 +268,8 @@ struct Loader<'a, 'b> {
     error: Option<LoadError>,
     device: Device,
     dtype: WeightDtype,
+    /// The checkpoint's own quantization (its projections' codes are read as stored).
+    pre: Option<PreQuantized>,
 }
 
 impl Loader<'_, '_> {
@@ -368,6 +277,19 @@ impl Loader<'_, '_> {
     /// file pages they came from are released.
     fn values(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
         let Some(&f) = self.location.get(name) else {
+            if let Some(names) = tensor_names(name)
+                && self.location.contains_key(&names[0])
+            {
+                return Err(LoadError::PreQuantized {
+                    reason: format!(
+                        "`{name}` is stored as packed codes (`{}`): a pre-quantized checkpoint \
+                         loads only as a frozen packed base (LoRA fine-tuning with \
+                         model.base_storage = \"auto\" or \"packed\", or an evaluation); this \
+                         model needs its latent f32 weights, which would re-quantize decoded codes",
+                        names[0]
+                    ),
+                });
+            }
             return Err(LoadError::Missing {
                 tensor: name.to_string(),
                 expected: expected.to_vec(),
@@ -434,15 +356,63 @@ impl Loader<'_, '_> {
         [out, inp]: [usize; 2],
         spec: Option<QuantSpec>,
     ) -> Result<PackedWeight, LoadError> {
-        let values = self.values(name, &[out, inp])?;
         let pack_err = |source| LoadError::Pack {
             tensor: name.to_string(),
             source,
         };
+        if let Some(names) = tensor_names(name)
+            && self.location.contains_key(&names[0])
+        {
+            let tensor = self.prequantized(name, &names, [out, inp], spec)?;
+            return PackedWeight::from_packed(tensor).map_err(pack_err);
+        }
+        let values = self.values(name, &[out, inp])?;
         match spec {
             Some(spec) => PackedWeight::quantize(&values, out, inp, &spec).map_err(pack_err),
             None => PackedWeight::f32(values, out, inp).map_err(pack_err),
         }
+    }
+
+    /// The stored codes and scales of the pre-quantized projection `name` (its three tensors
+    /// `names`), which the plan must quantize exactly as the checkpoint did.
+    fn prequantized(
+        &mut self,
+        name: &str,
+        names: &[String; 3],
+        dims: [usize; 2],
+        spec: Option<QuantSpec>,
+    ) -> Result<PackedTensor, LoadError> {
+        let err = |reason: String| LoadError::PreQuantized { reason };
+        let module = name.trim_end_matches(".weight");
+        let Some(pre) = &self.pre else {
+            return Err(err(format!(
+                "`{}` holds packed codes, but config.json has no quantization_config saying how to read them",
+                names[0]
+            )));
+        };
+        pre.check_plan(module, spec.as_ref()).map_err(err)?;
+        if self.location.contains_key(name) {
+            return Err(err(format!(
+                "`{module}` has both a dense `{name}` and packed `{}`",
+                names[0]
+            )));
+        }
+        let mut located = Vec::with_capacity(3);
+        for n in names {
+            let &f = self
+                .location
+                .get(n)
+                .ok_or_else(|| err(format!("`{}` is packed, but `{n}` is missing", names[0])))?;
+            located.push((f, self.files[f].view(n)?));
+        }
+        let source = self.sources[located[0].0];
+        let tensor = nvfp4_tensor(names, [&located[0].1, &located[1].1, &located[2].1], dims)
+            .map_err(|reason| err(format!("{source}: {reason}")))?;
+        for (n, (f, _)) in names.iter().zip(&located) {
+            self.used.insert(n.clone());
+            self.release(*f, n);
+        }
+        Ok(tensor)
     }
 
     /// Reads every projection weight and the embedding table of a packed plan into their

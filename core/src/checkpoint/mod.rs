@@ -5,15 +5,19 @@
 //! |---|---|
 //! | [`hf_names`] | module paths to HF tensor names (the one remapping table) |
 //! | [`named_params`] | the model's parameters by HF name (visitor and mapper) |
+//! | [`load_error`] | [`LoadError`]: why a checkpoint could not be loaded |
 //! | [`loader`] | `load_qwen2`, `load_qwen2_with` ([`LoadPlan`]), `load_weights` |
 //! | [`save`] | `save_qwen2`: an HF folder |
 //! | [`peft`] | PEFT's `adapter_model.safetensors` + `adapter_config.json` |
 //! | [`builtin`] | `builtin:tiny`, the committed `assets/tiny` compiled in |
 //! | [`hf_cache`] | `org/name` from the local Hugging Face cache (offline) |
+//! | [`compressed_tensors`] | pre-quantized NVFP4 checkpoints (llm-compressor, vLLM) read as stored |
 
 pub mod builtin;
+pub mod compressed_tensors;
 pub mod hf_cache;
 pub mod hf_names;
+pub mod load_error;
 pub mod loader;
 pub mod named_params;
 pub mod peft;

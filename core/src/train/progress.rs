@@ -41,7 +41,8 @@ pub struct RunPlan {
     pub trainable_params: usize,
     /// A one-line description of quantization, fine-tuning and noise.
     pub description: String,
-    /// How the base weights are held: `packed` (codes + scales) or `latent` (f32 tensors).
+    /// How the base weights are held: `packed` (codes + scales; with how a pre-quantized
+    /// checkpoint's were read) or `latent` (f32 tensors).
     pub base_storage: String,
     /// Bytes of the model's projection weights and embedding table as held (codes, f32 values
     /// and cached `Q(W)`s), the policy's; a reference policy shares or packs them.

@@ -170,6 +170,8 @@ struct Run<'a> {
     total_steps: u64,
     eval_history: Vec<(u64, f64)>,
     packed_base: bool,
+    /// How a pre-quantized base was read (its codes and scales as stored), for the plan.
+    prequantized: Option<String>,
     /// The run's memory estimate.
     memory: MemoryEstimate,
     load_s: f64,
@@ -209,6 +211,9 @@ impl<'a> Run<'a> {
         };
         config.check_run_effect(&facts, &options.chosen_keys)?;
         let packed = config.base_storage_packed()?;
+        let prequantized = crate::checkpoint::compressed_tensors::detect(&ctx.model_dir)
+            .map_err(TrainError::Setup)?
+            .map(|p| p.describe());
         let longest_prompt = ctx.train_prompts.iter().map(Vec::len).max().unwrap_or(0);
         let memory = MemoryEstimate::of(config, &model_config, packed, longest_prompt);
         // On the CPU backends the machine's memory holds everything.
@@ -243,6 +248,7 @@ impl<'a> Run<'a> {
             total_steps,
             eval_history: Vec::new(),
             packed_base: packed,
+            prequantized,
             memory,
             load_s: t_load.elapsed().as_secs_f64(),
         })
@@ -270,7 +276,11 @@ impl<'a> Run<'a> {
             start_step,
             trainable_params: trainable_params(&self.policy),
             description: describe(config),
-            base_storage: if self.packed_base { "packed" } else { "latent" }.into(),
+            base_storage: match (&self.prequantized, self.packed_base) {
+                (Some(how), _) => format!("packed ({how})"),
+                (None, true) => "packed".into(),
+                (None, false) => "latent".into(),
+            },
             weight_bytes: weight_bytes(&self.policy),
             memory: self.memory,
             load_s: self.load_s,
