@@ -460,6 +460,59 @@ fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
         run.join("checkpoints/step_1/adapter/adapter_model.safetensors")
             .is_file()
     );
+    // Exported back: the base as stored with the adapter beside it, or merged and re-quantized;
+    // the merged folder is a model `eval` reads like the original.
+    let unmerged = tmp("nvfp4_ct_export");
+    let export = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        aqn(&args)
+    };
+    let out = export(&unmerged, &["--to", "compressed-tensors-nvfp4"]);
+    ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("21 projections as NVFP4 codes") && log.contains("adapter in adapter/"),
+        "{log}"
+    );
+    assert!(unmerged.join("adapter/adapter_config.json").is_file());
+    let merged = tmp("nvfp4_ct_merged");
+    ok(&export(
+        &merged,
+        &["--to", "compressed-tensors-nvfp4", "--merge"],
+    ));
+    let eval = aqn(&[
+        "eval",
+        merged.to_str().unwrap(),
+        "--problems",
+        "4",
+        "--json",
+    ]);
+    ok(&eval);
+    let report: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(report["result"]["problems"], 4, "{report}");
+    for (extra, needle) in [
+        (
+            &["--to", "gguf"][..],
+            "valid choices: hf-bf16, hf-f32, compressed-tensors-nvfp4",
+        ),
+        (
+            &["--to", "hf-f32", "--dense-dtype", "bf16"][..],
+            "hf-f32 writes every weight in f32",
+        ),
+    ] {
+        let o = export(&tmp("nvfp4_ct_refused"), extra);
+        assert!(
+            !o.status.success() && stderr(&o).contains(needle),
+            "{}",
+            stderr(&o)
+        );
+    }
     let refused = train(
         &tmp("nvfp4_ct_bf16"),
         &[

@@ -3,17 +3,26 @@
 //! `scripts/fixtures/compressed_tensors_nvfp4.py`) loads into the packed base with codes and
 //! scales identical to the file, computes the logits transformers computes on the model that
 //! compressed-tensors decompresses, and a plan that contradicts the checkpoint is refused by name.
+//! `export` writes it back: unmerged byte for byte with the adapter beside it, merged with the
+//! sum re-quantized exactly as aqn quantizes, and in HF f32 with the logits of the model.
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use aqn_core::checkpoint::NamedParamMapper;
 use aqn_core::checkpoint::compressed_tensors::{detect, tensor_names};
+use aqn_core::checkpoint::export::{ExportFormat, ExportOptions, export};
 use aqn_core::checkpoint::hf_names::weight_name;
 use aqn_core::checkpoint::loader::{LoadPlan, load_qwen2_with};
+use aqn_core::formats::QuantSpec;
+use aqn_core::lora::LoraConfig;
 use aqn_core::model::{Padding, Qwen2ForCausalLM, WeightDtype};
 use aqn_core::qat::{QuantConfig, QuantMode};
+use aqn_core::rng::normal_f64;
+use aqn_core::tensor_file::FloatDtype;
 use aqn_core::tensor_file::{TensorFile, read_bytes};
+use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 fn fixture(name: &str) -> PathBuf {
@@ -229,4 +238,263 @@ fn checkpoints_aqn_cannot_read_are_refused_naming_what() {
         .to_string();
         assert!(err.contains(needle), "{}: {err}", dir.display());
     }
+}
+
+/// Gives every LoRA `B` random values (a fresh adapter's `B` is zero: nothing to merge).
+struct RandomB(u64);
+
+impl NamedParamMapper for RandomB {
+    fn map<const D: usize>(&mut self, name: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !name.contains("lora_B") {
+            return param;
+        }
+        self.0 += 1;
+        let shape = param.lazy_shape();
+        let n = shape.num_elements();
+        let values: Vec<f32> = (0..n as u64)
+            .map(|i| (normal_f64(self.0, i) * 0.05) as f32)
+            .collect();
+        let id = param.id;
+        param.transform_for_load(
+            Tensor::from_data(TensorData::new(values, shape), &Device::ndarray()),
+            id,
+        )
+    }
+}
+
+/// The CT base with a LoRA adapter whose B is not zero.
+fn trained() -> Qwen2ForCausalLM {
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    load(QuantConfig::new(QuantMode::W4A16))
+        .unwrap()
+        .with_lora(&lora)
+        .unwrap()
+        .map_named(&mut RandomB(7))
+}
+
+fn logits(model: &Qwen2ForCausalLM) -> Vec<f32> {
+    let device = Device::ndarray();
+    let ids: Vec<i64> = (0..20).map(|i| (i * 37 % 350) as i64).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 10]), &device);
+    model
+        .forward(input, &Padding::none(2), None)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn export_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("ct_export")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn export_writes_the_codes_back_and_merges_exactly() {
+    let model = trained();
+    let reference = logits(&model);
+    let fixture_bytes = read_bytes(&ct_dir().join("model.safetensors")).unwrap();
+    let fixture = TensorFile::parse(&fixture_bytes, "fixture").unwrap();
+
+    // Unmerged: the file's codes and scales byte for byte, the adapter beside them.
+    let out = export_dir("unmerged");
+    let s = export(
+        &model,
+        &ct_dir(),
+        &out,
+        ExportOptions {
+            format: ExportFormat::CompressedTensorsNvfp4,
+            merge: false,
+            dense_dtype: Some(FloatDtype::F32),
+        },
+    )
+    .unwrap();
+    assert_eq!((s.packed, s.merged, s.adapter), (21, 0, true));
+    let bytes = read_bytes(&out.join("model.safetensors")).unwrap();
+    let written = TensorFile::parse(&bytes, "export").unwrap();
+    for name in fixture.names() {
+        if name.ends_with("weight_packed") || name.ends_with("weight_scale") {
+            assert_eq!(
+                written.view(name).unwrap().data(),
+                fixture.view(name).unwrap().data(),
+                "{name}"
+            );
+        }
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["quantization_config"]["ignore"],
+        serde_json::json!(["lm_head"])
+    );
+    assert!(out.join("tokenizer.json").is_file() && out.join("tokenizer_config.json").is_file());
+    let back = load_qwen2_with(
+        &out,
+        &Device::ndarray(),
+        &LoadPlan::packed(QuantConfig::new(QuantMode::W4A16), WeightDtype::F32),
+    )
+    .unwrap()
+    .with_lora_adapter(&out.join("adapter"))
+    .unwrap();
+    assert_close(
+        &logits(&back),
+        &reference,
+        1e-6,
+        "unmerged export + adapter",
+    );
+
+    // Merged: each projection's codes are aqn's NVFP4 of (decoded base + scaling B A).
+    let out = export_dir("merged");
+    let s = export(
+        &model,
+        &ct_dir(),
+        &out,
+        ExportOptions {
+            format: ExportFormat::CompressedTensorsNvfp4,
+            merge: true,
+            dense_dtype: Some(FloatDtype::F32),
+        },
+    )
+    .unwrap();
+    assert_eq!((s.packed, s.adapter), (21, false));
+    assert!(s.merged > 0);
+    let bytes = read_bytes(&out.join("model.safetensors")).unwrap();
+    let written = TensorFile::parse(&bytes, "export").unwrap();
+    let spec: QuantSpec = "nvfp4".parse().unwrap();
+    let mut merged = 0;
+    model.visit_linears(|site, linear| {
+        let (Some(lora), Some(packed)) = (&linear.lora, &linear.packed) else {
+            return;
+        };
+        let [_, inp] = linear.dims();
+        let ba = lora.lora_b.val().matmul(lora.lora_a.val()) * lora.scaling();
+        let ba = ba.into_data().try_into_vec::<f32>().unwrap();
+        let sum: Vec<f32> = packed
+            .dequantize()
+            .iter()
+            .zip(&ba)
+            .map(|(w, d)| w + d)
+            .collect();
+        let want = spec.quantize(&sum, inp).unwrap();
+        let [codes, scales, global] = tensor_names(&weight_name(site, false)).unwrap();
+        assert_eq!(written.view(&codes).unwrap().data(), want.codes, "{codes}");
+        assert_eq!(
+            written.view(&scales).unwrap().data(),
+            want.scales,
+            "{scales}"
+        );
+        let g = f32::from_le_bytes(written.view(&global).unwrap().data().try_into().unwrap());
+        assert_eq!(g, 1.0 / want.tensor_scale, "{global}");
+        merged += 1;
+    });
+    assert_eq!(merged, s.merged);
+
+    // HF f32, merged: the dense model computes the trained model's logits.
+    let out = export_dir("hf_f32");
+    let s = export(
+        &model,
+        &ct_dir(),
+        &out,
+        ExportOptions {
+            format: ExportFormat::HfF32,
+            merge: true,
+            dense_dtype: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.packed, 0);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert!(config.get("quantization_config").is_none());
+    let dense = aqn_core::checkpoint::load_qwen2(&out, &Device::ndarray()).unwrap();
+    assert_close(&logits(&dense), &reference, 1e-5, "merged hf-f32 export");
+}
+
+#[test]
+fn export_refuses_what_its_format_cannot_hold() {
+    let model = trained();
+    let out = export_dir("busy");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let err = export(
+        &model,
+        &ct_dir(),
+        &out,
+        ExportOptions {
+            format: ExportFormat::HfBf16,
+            merge: true,
+            dense_dtype: None,
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
+    let untied = fixture("qwen2-untied");
+    let mxfp4 = load_qwen2_with(
+        &untied,
+        &Device::ndarray(),
+        &LoadPlan::packed(
+            QuantConfig::new(QuantMode::W4A16).with_weights("mxfp4".parse().unwrap()),
+            WeightDtype::F32,
+        ),
+    )
+    .unwrap();
+    let err = export(
+        &mxfp4,
+        &untied,
+        &export_dir("mx"),
+        ExportOptions {
+            format: ExportFormat::CompressedTensorsNvfp4,
+            merge: false,
+            dense_dtype: Some(FloatDtype::F32),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("quantized as mxfp4") && err.contains("hf-bf16"),
+        "{err}"
+    );
+    let err = export(
+        &mxfp4,
+        &untied,
+        &export_dir("nomerge"),
+        ExportOptions {
+            format: ExportFormat::HfBf16,
+            merge: true,
+            dense_dtype: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no LoRA adapter"), "{err}");
+    let w4a4 = load_qwen2_with(
+        &untied,
+        &Device::ndarray(),
+        &LoadPlan::packed(QuantConfig::new(QuantMode::W4A4), WeightDtype::F32),
+    )
+    .unwrap();
+    let err = export(
+        &w4a4,
+        &untied,
+        &export_dir("w4a4"),
+        ExportOptions {
+            format: ExportFormat::HfBf16,
+            merge: false,
+            dense_dtype: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("W4A4"), "{err}");
 }

@@ -47,6 +47,9 @@ enum Command {
     /// Held-out accuracy (greedy, noise-free, strict GSM8K reward) of a run's checkpoint in the
     /// quantization it was trained in, or of an HF model folder.
     Eval(cmd::eval::EvalArgs),
+    /// Write a run's model as a folder to deploy: compressed-tensors NVFP4 (vLLM), HF bf16 or
+    /// f32; the LoRA adapter merged or beside it as PEFT.
+    Export(cmd::export::ExportArgs),
     /// The seed's summary format from finished runs (Markdown experiment table, best per
     /// category, AQN configuration reference, rollout-training mismatch per sigma stage; mean
     /// and spread over seeds) plus SVG curves.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => cmd::pretrain::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Bench(args) => cmd::bench::run(args),

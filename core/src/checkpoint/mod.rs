@@ -11,10 +11,12 @@
 //! | [`peft`] | PEFT's `adapter_model.safetensors` + `adapter_config.json` |
 //! | [`builtin`] | `builtin:tiny`, the committed `assets/tiny` compiled in |
 //! | [`hf_cache`] | `org/name` from the local Hugging Face cache (offline) |
+//! | [`export`] | deployable folders of a trained model: HF bf16/f32, compressed-tensors NVFP4 |
 //! | [`compressed_tensors`] | pre-quantized NVFP4 checkpoints (llm-compressor, vLLM) read as stored |
 
 pub mod builtin;
 pub mod compressed_tensors;
+pub mod export;
 pub mod hf_cache;
 pub mod hf_names;
 pub mod load_error;

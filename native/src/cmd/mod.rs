@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod eval;
+pub mod export;
 pub mod pretrain;
 pub mod quant_error;
 pub mod quantize;
