@@ -442,8 +442,9 @@ fn hub_ids_resolve_through_the_local_hf_cache() {
 }
 
 /// Issue 23: the main job's command shape on a model that llm-compressor quantized to NVFP4
-/// (compressed-tensors): the base is read as stored and the plan says so; a preset whose
-/// [quant] contradicts the checkpoint is refused naming the setting.
+/// (compressed-tensors) and on one ModelOpt quantized: the base is read as stored and the plan
+/// says so; the run exports back (compressed-tensors, unmerged and merged, the merged folder
+/// evaluated); a preset whose [quant] contradicts the checkpoint is refused naming the setting.
 #[test]
 fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen2-nvfp4-ct");
@@ -513,6 +514,20 @@ fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
             stderr(&o)
         );
     }
+    // A ModelOpt W4A16_NVFP4 checkpoint trains the same way.
+    let modelopt =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen2-nvfp4-modelopt");
+    let modelopt_set = format!("model.path={:?}", modelopt.to_str().unwrap());
+    let out = train(
+        &tmp("nvfp4_modelopt"),
+        &["--steps", "1", "--set", &modelopt_set],
+    );
+    ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("read from the checkpoint (ModelOpt W4A16_NVFP4 0.47.0)"),
+        "{log}"
+    );
     let refused = train(
         &tmp("nvfp4_ct_bf16"),
         &[

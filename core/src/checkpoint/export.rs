@@ -27,12 +27,10 @@ use safetensors::tensor::Dtype;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use super::compressed_tensors::{
-    COMPRESSED_STATUS, GLOBAL_SCALE_SUFFIX, NVFP4_PACK_FORMAT, PACKED_SUFFIX, QUANT_METHOD,
-    SCALE_SUFFIX,
-};
+use super::compressed_tensors::{COMPRESSED_STATUS, NVFP4_PACK_FORMAT, QUANT_METHOD};
 use super::hf_names::{CONFIG_FILE, SINGLE_FILE, TIED_HEAD, weight_name};
 use super::named_params::NamedParamVisitor;
+use super::prequantized::Producer;
 use crate::formats::spec::NVFP4_BLOCK_SIZE;
 use crate::formats::{FormatError, PackedTensor, QuantFormat, QuantSpec};
 use crate::lora::LoraError;
@@ -169,20 +167,21 @@ fn ct_spec() -> QuantSpec {
 
 /// The three tensors of a packed projection, named as compressed-tensors names them.
 fn ct_tensors(module: &str, t: &PackedTensor) -> Vec<OutTensor> {
+    let [codes, scales, global] = Producer::CompressedTensors.suffixes();
     vec![
         OutTensor::bytes(
-            format!("{module}.{PACKED_SUFFIX}"),
+            format!("{module}.{codes}"),
             vec![t.rows, t.row_len / 2],
             t.codes.clone(),
         ),
         OutTensor {
-            name: format!("{module}.{SCALE_SUFFIX}"),
+            name: format!("{module}.{scales}"),
             shape: vec![t.rows, t.row_len / NVFP4_BLOCK_SIZE],
             dtype: Dtype::F8_E4M3,
             data: t.scales.clone(),
         },
         OutTensor::float(
-            format!("{module}.{GLOBAL_SCALE_SUFFIX}"),
+            format!("{module}.{global}"),
             vec![1],
             FloatDtype::F32,
             &[1.0 / t.tensor_scale],

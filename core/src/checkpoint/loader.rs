@@ -22,10 +22,10 @@ use memmap2::Mmap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::compressed_tensors::{PreQuantized, nvfp4_tensor, tensor_names};
 use super::hf_names::{TIED_HEAD, is_ignored, weight_name};
 pub use super::load_error::LoadError;
 use super::named_params::NamedParamMapper;
+use super::prequantized::{PreQuantized, Producer};
 use crate::formats::bf16::round_to_bf16;
 use crate::formats::{PackedTensor, QuantSpec};
 use crate::model::attach::pack::{WeightDtype, storage_spec};
@@ -139,7 +139,7 @@ pub fn load_weights_with(
     device: &Device,
     plan: &LoadPlan,
 ) -> Result<Qwen2ForCausalLM, LoadError> {
-    let pre = super::compressed_tensors::detect(dir)
+    let pre = super::quantization_config::detect(dir)
         .map_err(|reason| LoadError::PreQuantized { reason })?;
     let (paths, placement) = weight_files(dir)?;
     let maps = paths
@@ -276,20 +276,18 @@ impl Loader<'_, '_> {
     /// The values of tensor `name` (checked against `expected`), in the plan's precision; the
     /// file pages they came from are released.
     fn values(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
+        if let Some(names) = self.stored_packed(name)? {
+            return Err(LoadError::PreQuantized {
+                reason: format!(
+                    "`{name}` is stored as packed codes (`{}`): a pre-quantized checkpoint \
+                     loads only as a frozen packed base (LoRA fine-tuning with \
+                     model.base_storage = \"auto\" or \"packed\", or an evaluation); this \
+                     model needs its latent f32 weights, which would re-quantize decoded codes",
+                    names[0]
+                ),
+            });
+        }
         let Some(&f) = self.location.get(name) else {
-            if let Some(names) = tensor_names(name)
-                && self.location.contains_key(&names[0])
-            {
-                return Err(LoadError::PreQuantized {
-                    reason: format!(
-                        "`{name}` is stored as packed codes (`{}`): a pre-quantized checkpoint \
-                         loads only as a frozen packed base (LoRA fine-tuning with \
-                         model.base_storage = \"auto\" or \"packed\", or an evaluation); this \
-                         model needs its latent f32 weights, which would re-quantize decoded codes",
-                        names[0]
-                    ),
-                });
-            }
             return Err(LoadError::Missing {
                 tensor: name.to_string(),
                 expected: expected.to_vec(),
@@ -360,9 +358,7 @@ impl Loader<'_, '_> {
             tensor: name.to_string(),
             source,
         };
-        if let Some(names) = tensor_names(name)
-            && self.location.contains_key(&names[0])
-        {
+        if let Some(names) = self.stored_packed(name)? {
             let tensor = self.prequantized(name, &names, [out, inp], spec)?;
             return PackedWeight::from_packed(tensor).map_err(pack_err);
         }
@@ -371,6 +367,33 @@ impl Loader<'_, '_> {
             Some(spec) => PackedWeight::quantize(&values, out, inp, &spec).map_err(pack_err),
             None => PackedWeight::f32(values, out, inp).map_err(pack_err),
         }
+    }
+
+    /// The names of the stored codes, block scales and per-tensor scale of the projection whose
+    /// weight is `name`, when the checkpoint stores it packed (its per-tensor scale is
+    /// present). Packed tensors in a checkpoint whose configuration does not say how to read
+    /// them are refused.
+    fn stored_packed(&self, name: &str) -> Result<Option<[String; 3]>, LoadError> {
+        if let Some(pre) = &self.pre {
+            return Ok(pre
+                .tensor_names(name)
+                .filter(|n| self.location.contains_key(&n[2])));
+        }
+        let module = name.trim_end_matches(".weight");
+        for producer in [Producer::CompressedTensors, Producer::ModelOpt] {
+            let scale = format!("{module}.{}", producer.suffixes()[2]);
+            if self.location.contains_key(&scale) {
+                return Err(LoadError::PreQuantized {
+                    reason: format!(
+                        "`{scale}` belongs to packed codes ({}), but the checkpoint has no \
+                         quantization_config (config.json) or hf_quant_config.json saying how \
+                         to read them",
+                        producer.label()
+                    ),
+                });
+            }
+        }
+        Ok(None)
     }
 
     /// The stored codes and scales of the pre-quantized projection `name` (its three tensors
@@ -384,14 +407,12 @@ impl Loader<'_, '_> {
     ) -> Result<PackedTensor, LoadError> {
         let err = |reason: String| LoadError::PreQuantized { reason };
         let module = name.trim_end_matches(".weight");
-        let Some(pre) = &self.pre else {
-            return Err(err(format!(
-                "`{}` holds packed codes, but config.json has no quantization_config saying how to read them",
-                names[0]
-            )));
-        };
+        let pre = self
+            .pre
+            .clone()
+            .expect("stored_packed found a pre-quantized checkpoint");
         pre.check_plan(module, spec.as_ref()).map_err(err)?;
-        if self.location.contains_key(name) {
+        if names[0] != name && self.location.contains_key(name) {
             return Err(err(format!(
                 "`{module}` has both a dense `{name}` and packed `{}`",
                 names[0]
@@ -406,7 +427,8 @@ impl Loader<'_, '_> {
             located.push((f, self.files[f].view(n)?));
         }
         let source = self.sources[located[0].0];
-        let tensor = nvfp4_tensor(names, [&located[0].1, &located[1].1, &located[2].1], dims)
+        let tensor = pre
+            .nvfp4_tensor(names, [&located[0].1, &located[1].1, &located[2].1], dims)
             .map_err(|reason| err(format!("{source}: {reason}")))?;
         for (n, (f, _)) in names.iter().zip(&located) {
             self.used.insert(n.clone());

@@ -12,7 +12,10 @@
 //! | [`builtin`] | `builtin:tiny`, the committed `assets/tiny` compiled in |
 //! | [`hf_cache`] | `org/name` from the local Hugging Face cache (offline) |
 //! | [`export`] | deployable folders of a trained model: HF bf16/f32, compressed-tensors NVFP4 |
-//! | [`compressed_tensors`] | pre-quantized NVFP4 checkpoints (llm-compressor, vLLM) read as stored |
+//! | [`prequantized`] | pre-quantized NVFP4 checkpoints read as stored: detection, tensors, plan check |
+//! | [`quantization_config`] | `detect`: a folder's quantization, or a refusal naming it |
+//! | [`compressed_tensors`] | llm-compressor's `nvfp4-pack-quantized` configuration (vLLM) |
+//! | [`modelopt`] | NVIDIA ModelOpt's `W4A16_NVFP4` configuration |
 
 pub mod builtin;
 pub mod compressed_tensors;
@@ -21,8 +24,11 @@ pub mod hf_cache;
 pub mod hf_names;
 pub mod load_error;
 pub mod loader;
+pub mod modelopt;
 pub mod named_params;
 pub mod peft;
+pub mod prequantized;
+pub mod quantization_config;
 pub mod save;
 
 pub use loader::{LoadError, LoadPlan, load_qwen2, load_qwen2_with, load_weights};

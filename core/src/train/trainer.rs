@@ -211,7 +211,7 @@ impl<'a> Run<'a> {
         };
         config.check_run_effect(&facts, &options.chosen_keys)?;
         let packed = config.base_storage_packed()?;
-        let prequantized = crate::checkpoint::compressed_tensors::detect(&ctx.model_dir)
+        let prequantized = crate::checkpoint::quantization_config::detect(&ctx.model_dir)
             .map_err(TrainError::Setup)?
             .map(|p| p.describe());
         let longest_prompt = ctx.train_prompts.iter().map(Vec::len).max().unwrap_or(0);

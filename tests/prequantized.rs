@@ -1,8 +1,10 @@
 //! Pre-quantized checkpoints (issue 23): the tiny `qwen2-untied` model quantized to NVFP4 by
 //! llm-compressor and saved by compressed-tensors (`tests/fixtures/qwen2-nvfp4-ct`, made by
-//! `scripts/fixtures/compressed_tensors_nvfp4.py`) loads into the packed base with codes and
-//! scales identical to the file, computes the logits transformers computes on the model that
-//! compressed-tensors decompresses, and a plan that contradicts the checkpoint is refused by name.
+//! `scripts/fixtures/compressed_tensors_nvfp4.py`), and by NVIDIA ModelOpt
+//! (`tests/fixtures/qwen2-nvfp4-modelopt`, `scripts/fixtures/modelopt_nvfp4.py`), each loads into
+//! the packed base with codes and scales identical to the file and computes the logits
+//! transformers computes on the model the producer's own code decodes; a plan that contradicts
+//! the checkpoint, and what aqn cannot read, are refused by name.
 //! `export` writes it back: unmerged byte for byte with the adapter beside it, merged with the
 //! sum re-quantized exactly as aqn quantizes, and in HF f32 with the logits of the model.
 #![allow(deprecated)] // Device::ndarray: deprecated upstream, still the CPU reference backend.
@@ -11,10 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aqn_core::checkpoint::NamedParamMapper;
-use aqn_core::checkpoint::compressed_tensors::{detect, tensor_names};
 use aqn_core::checkpoint::export::{ExportFormat, ExportOptions, export};
 use aqn_core::checkpoint::hf_names::weight_name;
 use aqn_core::checkpoint::loader::{LoadPlan, load_qwen2_with};
+use aqn_core::checkpoint::prequantized::Producer;
+use aqn_core::checkpoint::quantization_config::detect;
 use aqn_core::formats::QuantSpec;
 use aqn_core::lora::LoraConfig;
 use aqn_core::model::{Padding, Qwen2ForCausalLM, WeightDtype};
@@ -35,9 +38,25 @@ fn ct_dir() -> PathBuf {
     fixture("qwen2-nvfp4-ct")
 }
 
+fn modelopt_dir() -> PathBuf {
+    fixture("qwen2-nvfp4-modelopt")
+}
+
+/// Both producers' fixtures.
+fn producers() -> [(Producer, PathBuf); 2] {
+    [
+        (Producer::CompressedTensors, ct_dir()),
+        (Producer::ModelOpt, modelopt_dir()),
+    ]
+}
+
 fn load(quant: QuantConfig) -> Result<Qwen2ForCausalLM, String> {
+    load_from(&ct_dir(), quant)
+}
+
+fn load_from(dir: &Path, quant: QuantConfig) -> Result<Qwen2ForCausalLM, String> {
     load_qwen2_with(
-        &ct_dir(),
+        dir,
         &Device::ndarray(),
         &LoadPlan::packed(quant, WeightDtype::F32),
     )
@@ -65,48 +84,66 @@ fn assert_close(a: &[f32], b: &[f32], rel: f32, what: &str) {
 
 #[test]
 fn codes_and_scales_are_the_files_and_the_mode_is_the_checkpoints() {
-    let pre = detect(&ct_dir())
-        .unwrap()
-        .expect("a pre-quantized checkpoint");
-    assert_eq!(pre.spec, "nvfp4".parse().unwrap());
-    assert_eq!(pre.ignore, vec!["lm_head".to_string()]);
-    let bytes = read_bytes(&ct_dir().join("model.safetensors")).unwrap();
-    let file = TensorFile::parse(&bytes, "model.safetensors").unwrap();
-    let model = load(QuantConfig::new(QuantMode::W4A16)).unwrap();
-    let mut checked = 0;
-    model.visit_linears(|site, linear| {
-        let name = weight_name(site, false);
-        let Some([codes, scales, global]) =
-            tensor_names(&name).filter(|n| file.names().contains(&n[0]))
-        else {
-            // The lm_head: dense in the file, kept in f32 by the default exclusions.
-            assert!(site.layer.is_none(), "{name} is dense in the file");
-            return;
-        };
-        let packed = linear
-            .packed
-            .as_ref()
-            .and_then(|p| p.packed())
-            .unwrap_or_else(|| panic!("{name} is not held packed"));
-        assert_eq!(packed.codes, file.view(&codes).unwrap().data(), "{codes}");
-        assert_eq!(
-            packed.scales,
-            file.view(&scales).unwrap().data(),
-            "{scales}"
+    for (producer, dir) in producers() {
+        let pre = detect(&dir).unwrap().expect("a pre-quantized checkpoint");
+        assert_eq!(pre.producer, producer);
+        assert_eq!(pre.spec, "nvfp4".parse().unwrap());
+        assert!(
+            pre.ignore.contains(&"lm_head".to_string()),
+            "{:?}",
+            pre.ignore
         );
-        let g = f32::from_le_bytes(file.view(&global).unwrap().data().try_into().unwrap());
-        assert_eq!(packed.tensor_scale, 1.0 / g, "{global}");
-        checked += 1;
-    });
-    assert_eq!(checked, 7 * model.num_layers());
+        let bytes = read_bytes(&dir.join("model.safetensors")).unwrap();
+        let file = TensorFile::parse(&bytes, "model.safetensors").unwrap();
+        let model = load_from(&dir, QuantConfig::new(QuantMode::W4A16)).unwrap();
+        let mut checked = 0;
+        model.visit_linears(|site, linear| {
+            let name = weight_name(site, false);
+            let Some([codes, scales, global]) = pre
+                .tensor_names(&name)
+                .filter(|n| file.names().contains(&n[2]))
+            else {
+                // The lm_head: dense in the file, kept in f32 by the default exclusions.
+                assert!(site.layer.is_none(), "{name} is dense in the file");
+                return;
+            };
+            let packed = linear
+                .packed
+                .as_ref()
+                .and_then(|p| p.packed())
+                .unwrap_or_else(|| panic!("{name} is not held packed"));
+            assert_eq!(packed.codes, file.view(&codes).unwrap().data(), "{codes}");
+            assert_eq!(
+                packed.scales,
+                file.view(&scales).unwrap().data(),
+                "{scales}"
+            );
+            let stored = f32::from_le_bytes(file.view(&global).unwrap().data().try_into().unwrap());
+            let g = match producer {
+                Producer::CompressedTensors => 1.0 / stored,
+                Producer::ModelOpt => stored,
+            };
+            assert_eq!(packed.tensor_scale, g, "{global}");
+            checked += 1;
+        });
+        assert_eq!(checked, 7 * model.num_layers(), "{producer:?}");
+    }
 }
 
 #[test]
-fn logits_equal_the_compressed_tensors_decompression_in_transformers() {
-    let expected_bytes = read_bytes(&ct_dir().join("expected.safetensors")).unwrap();
+fn logits_equal_the_producers_decode_in_transformers() {
+    for (producer, dir) in producers() {
+        logits_equal_the_decode(producer, &dir);
+    }
+}
+
+/// The decoded weights and logits of `dir`'s model against its producer's decode (`q (s / G)`
+/// for compressed-tensors, `q (s g)` for ModelOpt, in f32) and transformers' forward.
+fn logits_equal_the_decode(producer: Producer, dir: &Path) {
+    let expected_bytes = read_bytes(&dir.join("expected.safetensors")).unwrap();
     let expected = TensorFile::parse(&expected_bytes, "expected.safetensors").unwrap();
-    let model = load(QuantConfig::new(QuantMode::W4A16)).unwrap();
-    // The decoded weights: aqn's `(q s) g` against compressed-tensors' `q (s / G)`, in f32.
+    let model = load_from(dir, QuantConfig::new(QuantMode::W4A16)).unwrap();
+    // The decoded weights: aqn's `(q s) g` against the producer's, in f32.
     let mut decoded = BTreeMap::new();
     model.visit_linears(|site, linear| {
         if let Some(p) = linear.packed.as_ref().and_then(|p| p.packed()) {
@@ -122,7 +159,7 @@ fn logits_equal_the_compressed_tensors_decompression_in_transformers() {
             for (a, b) in got.iter().zip(&want) {
                 assert!(
                     (a - b).abs() <= b.abs() * f32::EPSILON,
-                    "{module}: {a} vs {b}"
+                    "{producer:?} {module}: {a} vs {b}"
                 );
             }
             weights += 1;
@@ -149,7 +186,12 @@ fn logits_equal_the_compressed_tensors_decompression_in_transformers() {
             .try_into_vec::<f32>()
             .unwrap();
         let want = expected.read(&format!("logits.{p}")).unwrap().data;
-        assert_close(&logits, &want, 1e-5, &format!("prompt {p} logits"));
+        assert_close(
+            &logits,
+            &want,
+            1e-5,
+            &format!("{producer:?} prompt {p} logits"),
+        );
     }
 }
 
@@ -221,13 +263,37 @@ fn checkpoints_aqn_cannot_read_are_refused_naming_what() {
     let unannounced = copy("unannounced", &|c| {
         c.as_object_mut().unwrap().remove("quantization_config");
     });
-    let modelopt = copy("modelopt", &|_| {});
-    std::fs::write(modelopt.join("hf_quant_config.json"), "{}").unwrap();
+    let modelopt_w4a4 = root.join("modelopt_w4a4");
+    std::fs::create_dir_all(&modelopt_w4a4).unwrap();
+    for f in std::fs::read_dir(modelopt_dir()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, modelopt_w4a4.join(f.file_name().unwrap())).unwrap();
+    }
+    let hf_quant = modelopt_w4a4.join("hf_quant_config.json");
+    let text = std::fs::read_to_string(&hf_quant).unwrap();
+    std::fs::write(&hf_quant, text.replace("W4A16_NVFP4", "NVFP4")).unwrap();
+    let modelopt_unannounced = root.join("modelopt_unannounced");
+    std::fs::create_dir_all(&modelopt_unannounced).unwrap();
+    for f in std::fs::read_dir(modelopt_dir()).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap() != "hf_quant_config.json" {
+            std::fs::copy(&f, modelopt_unannounced.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = modelopt_unannounced.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c.as_object_mut().unwrap().remove("quantization_config");
+    std::fs::write(&config, c.to_string()).unwrap();
     for (dir, needle) in [
         (w4a4, "input_activations"),
         (gptq, "\"gptq\""),
         (unannounced, "no quantization_config"),
-        (modelopt, "hf_quant_config.json"),
+        (modelopt_w4a4, "quant_algo = \"NVFP4\""),
+        (
+            modelopt_unannounced,
+            "weight_scale_2` belongs to packed codes (ModelOpt",
+        ),
     ] {
         let err = load_qwen2_with(
             &dir,
@@ -367,6 +433,7 @@ fn export_writes_the_codes_back_and_merges_exactly() {
     let bytes = read_bytes(&out.join("model.safetensors")).unwrap();
     let written = TensorFile::parse(&bytes, "export").unwrap();
     let spec: QuantSpec = "nvfp4".parse().unwrap();
+    let ct = detect(&ct_dir()).unwrap().unwrap();
     let mut merged = 0;
     model.visit_linears(|site, linear| {
         let (Some(lora), Some(packed)) = (&linear.lora, &linear.packed) else {
@@ -382,7 +449,7 @@ fn export_writes_the_codes_back_and_merges_exactly() {
             .map(|(w, d)| w + d)
             .collect();
         let want = spec.quantize(&sum, inp).unwrap();
-        let [codes, scales, global] = tensor_names(&weight_name(site, false)).unwrap();
+        let [codes, scales, global] = ct.tensor_names(&weight_name(site, false)).unwrap();
         assert_eq!(written.view(&codes).unwrap().data(), want.codes, "{codes}");
         assert_eq!(
             written.view(&scales).unwrap().data(),
