@@ -478,7 +478,7 @@ fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
     ok(&out);
     let log = stderr(&out);
     assert!(
-        log.contains("21 projections as NVFP4 codes") && log.contains("adapter in adapter/"),
+        log.contains("21 projections as codes") && log.contains("adapter in adapter/"),
         "{log}"
     );
     assert!(unmerged.join("adapter/adapter_config.json").is_file());
@@ -500,8 +500,9 @@ fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
     for (extra, needle) in [
         (
             &["--to", "gguf"][..],
-            "valid choices: hf-bf16, hf-f32, compressed-tensors-nvfp4",
+            "valid choices: hf-bf16, hf-f32, compressed-tensors-nvfp4, gguf-bf16, gguf-mxfp4",
         ),
+        (&["--to", "gguf-mxfp4"][..], "holds MXFP4 blocks of 32"),
         (
             &["--to", "hf-f32", "--dense-dtype", "bf16"][..],
             "hf-f32 writes every weight in f32",

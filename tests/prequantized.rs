@@ -529,7 +529,7 @@ fn export_refuses_what_its_format_cannot_hold() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("quantized as mxfp4") && err.contains("hf-bf16"),
+        err.contains("quantized as mxfp4:floor") && err.contains("hf-bf16, or gguf-mxfp4"),
         "{err}"
     );
     let err = export(
@@ -564,4 +564,188 @@ fn export_refuses_what_its_format_cannot_hold() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("W4A4"), "{err}");
+}
+
+/// The tensors of a GGUF file (name, dims as GGML orders them, type, data), read by a minimal
+/// reader of the format (version 3, 32-byte alignment) that skips the metadata values by type.
+/// A GGUF tensor as read back: name, dims (innermost first), GGML type, data.
+type GgufRead = (String, Vec<u64>, u32, Vec<u8>);
+
+fn read_gguf(bytes: &[u8]) -> (Vec<String>, Vec<GgufRead>) {
+    let mut at = 0usize;
+    let mut take = |n: usize| {
+        let s = &bytes[at..at + n];
+        at += n;
+        s
+    };
+    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
+    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+    assert_eq!(take(4), b"GGUF");
+    assert_eq!(u32_(take(4)), 3);
+    let (n_tensors, n_meta) = (u64_(take(8)), u64_(take(8)));
+    let mut keys = Vec::new();
+    fn skip_value(ty: u32, take: &mut dyn FnMut(usize) -> Vec<u8>) {
+        let size = |t: u32| match t {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            10..=12 => 8,
+            _ => 0,
+        };
+        match ty {
+            8 => {
+                let n = u64::from_le_bytes(take(8).try_into().unwrap()) as usize;
+                take(n);
+            }
+            9 => {
+                let elem = u32::from_le_bytes(take(4).try_into().unwrap());
+                let n = u64::from_le_bytes(take(8).try_into().unwrap());
+                for _ in 0..n {
+                    skip_value(elem, take);
+                }
+            }
+            t => {
+                take(size(t));
+            }
+        }
+    }
+    let mut take_vec = |n: usize| take(n).to_vec();
+    for _ in 0..n_meta {
+        let len = u64_(&take_vec(8)) as usize;
+        keys.push(String::from_utf8(take_vec(len)).unwrap());
+        let ty = u32_(&take_vec(4));
+        skip_value(ty, &mut take_vec);
+    }
+    let mut infos = Vec::new();
+    for _ in 0..n_tensors {
+        let len = u64_(&take_vec(8)) as usize;
+        let name = String::from_utf8(take_vec(len)).unwrap();
+        let n_dims = u32_(&take_vec(4));
+        let dims: Vec<u64> = (0..n_dims).map(|_| u64_(&take_vec(8))).collect();
+        let ty = u32_(&take_vec(4));
+        let offset = u64_(&take_vec(8)) as usize;
+        infos.push((name, dims, ty, offset));
+    }
+    let data = at.next_multiple_of(32);
+    let mut tensors = Vec::new();
+    for (i, (name, dims, ty, offset)) in infos.iter().enumerate() {
+        let end = infos.get(i + 1).map_or(bytes.len(), |next| data + next.3);
+        tensors.push((
+            name.clone(),
+            dims.clone(),
+            *ty,
+            bytes[data + offset..end].to_vec(),
+        ));
+    }
+    (keys, tensors)
+}
+
+#[test]
+fn gguf_exports_hold_mxfp4_blocks_and_the_tokenizer() {
+    let untied = fixture("qwen2-untied");
+    let quant = QuantConfig::new(QuantMode::W4A16).with_weights("mxfp4".parse().unwrap());
+    let model = load_qwen2_with(
+        &untied,
+        &Device::ndarray(),
+        &LoadPlan::packed(quant, WeightDtype::F32),
+    )
+    .unwrap();
+    let out = export_dir("gguf_mxfp4");
+    let options = ExportOptions {
+        format: ExportFormat::GgufMxfp4,
+        merge: false,
+        dense_dtype: None,
+    };
+    let s = export(&model, &untied, &out, options).unwrap();
+    assert_eq!((s.packed, s.dense), (21, 1));
+    let bytes = read_bytes(&out.join("model.gguf")).unwrap();
+    let (keys, tensors) = read_gguf(&bytes);
+    for key in [
+        "general.architecture",
+        "qwen2.block_count",
+        "qwen2.attention.head_count_kv",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.chat_template",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing: {keys:?}");
+    }
+    // Every projection is MXFP4 (type 39) holding aqn's codes: its blocks decode, by GGML's
+    // rule, to aqn's decoded weight.
+    const KVALUES: [f32; 16] = [
+        0., 1., 2., 3., 4., 6., 8., 12., 0., -1., -2., -3., -4., -6., -8., -12.,
+    ];
+    let mut checked = 0;
+    model.visit_linears(|site, linear| {
+        let hf = weight_name(site, false);
+        let gguf = aqn_core::checkpoint::gguf::gguf_name(&hf).unwrap();
+        let (_, dims, ty, data) = tensors.iter().find(|t| t.0 == gguf).unwrap();
+        let [o, i] = linear.dims();
+        assert_eq!(
+            dims,
+            &vec![i as u64, o as u64],
+            "{gguf}: GGML dims are innermost first"
+        );
+        let want = linear.packed.as_ref().unwrap().dequantize();
+        if linear.quantization().is_none() {
+            assert_eq!(*ty, 30, "{gguf}: a dense matrix is BF16");
+            return;
+        }
+        assert_eq!(*ty, 39, "{gguf}");
+        for (b, block) in data.chunks(17).take(o * i / 32).enumerate() {
+            for j in 0..32 {
+                let q = if j < 16 {
+                    block[1 + j] & 0xF
+                } else {
+                    block[1 + j - 16] >> 4
+                };
+                let v = KVALUES[q as usize] * 2f32.powi(block[0] as i32 - 128);
+                // Equal values (GGML's code 8 is +0 where aqn keeps the sign of a -0).
+                assert_eq!(v, want[b * 32 + j], "{gguf} element {}", b * 32 + j);
+            }
+        }
+        checked += 1;
+    });
+    assert_eq!(checked, 21);
+    assert!(
+        tensors
+            .iter()
+            .any(|t| t.0 == "blk.0.attn_norm.weight" && t.2 == 0)
+    );
+    // The same model's decoded weights in f32 beside it, for scripts/fixtures/check_gguf_export.py
+    // (the gguf package's reading of model.gguf against them, by hand).
+    let hf_f32 = ExportOptions {
+        format: ExportFormat::HfF32,
+        ..options
+    };
+    export(&model, &untied, &export_dir("gguf_mxfp4_f32"), hf_f32).unwrap();
+
+    // An NVFP4 model has no MXFP4 blocks to write; gguf-bf16 takes every model.
+    let nvfp4 = load(QuantConfig::new(QuantMode::W4A16)).unwrap();
+    let err = export(
+        &nvfp4,
+        &ct_dir(),
+        &export_dir("gguf_nv"),
+        ExportOptions {
+            format: ExportFormat::GgufMxfp4,
+            ..options
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("MXFP4 blocks of 32") && err.contains("gguf-bf16"),
+        "{err}"
+    );
+    let s = export(
+        &nvfp4,
+        &ct_dir(),
+        &export_dir("gguf_bf16"),
+        ExportOptions {
+            format: ExportFormat::GgufBf16,
+            ..options
+        },
+    )
+    .unwrap();
+    assert_eq!((s.packed, s.dense), (0, 22));
 }

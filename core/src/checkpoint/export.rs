@@ -28,10 +28,11 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use super::compressed_tensors::{COMPRESSED_STATUS, NVFP4_PACK_FORMAT, QUANT_METHOD};
+use super::gguf::{GgufTensor, gguf_name};
 use super::hf_names::{CONFIG_FILE, SINGLE_FILE, TIED_HEAD, weight_name};
 use super::named_params::NamedParamVisitor;
 use super::prequantized::Producer;
-use crate::formats::spec::NVFP4_BLOCK_SIZE;
+use crate::formats::spec::{BlockLayout, MXFP4_BLOCK_SIZE, NVFP4_BLOCK_SIZE};
 use crate::formats::{FormatError, PackedTensor, QuantFormat, QuantSpec};
 use crate::lora::LoraError;
 use crate::model::{QLinear, Qwen2ForCausalLM};
@@ -49,6 +50,10 @@ named_enum! {
         /// compressed-tensors `nvfp4-pack-quantized`: NVFP4 projections as codes and scales,
         /// the rest dense in bf16.
         CompressedTensorsNvfp4 => "compressed-tensors-nvfp4",
+        /// One GGUF file (llama.cpp), matrices in BF16, norms and biases in F32.
+        GgufBf16 => "gguf-bf16",
+        /// One GGUF file, MXFP4 projections in GGML's MXFP4 type, the rest as `gguf-bf16`.
+        GgufMxfp4 => "gguf-mxfp4",
     }
 }
 
@@ -59,19 +64,64 @@ impl ExportFormat {
     pub fn dense_dtype(self, asked: Option<FloatDtype>) -> Result<FloatDtype, ExportError> {
         let own = match self {
             ExportFormat::HfF32 => FloatDtype::F32,
-            ExportFormat::HfBf16 => FloatDtype::Bf16,
-            ExportFormat::CompressedTensorsNvfp4 => return Ok(asked.unwrap_or(FloatDtype::Bf16)),
+            ExportFormat::HfBf16 | ExportFormat::GgufBf16 => FloatDtype::Bf16,
+            ExportFormat::CompressedTensorsNvfp4 | ExportFormat::GgufMxfp4 => {
+                return Ok(asked.unwrap_or(FloatDtype::Bf16));
+            }
         };
         match asked {
             Some(d) if d != own => Err(ExportError::Refused(format!(
-                "{self} writes every weight in {}; a dense dtype of {} applies to {} only",
+                "{self} writes every weight in {}; a dense dtype of {} applies to {} and {} only",
                 own.name(),
                 d.name(),
-                ExportFormat::CompressedTensorsNvfp4
+                ExportFormat::CompressedTensorsNvfp4,
+                ExportFormat::GgufMxfp4
             ))),
             _ => Ok(own),
         }
     }
+
+    /// Whether a projection `module` with `inp` inputs that the run quantizes as `spec` is
+    /// written as codes; a quantization the format cannot hold is refused.
+    fn packs(self, module: &str, spec: &QuantSpec, inp: usize) -> Result<bool, ExportError> {
+        let (holds, block, what, instead) = match self {
+            ExportFormat::CompressedTensorsNvfp4 => (
+                *spec == ct_spec(),
+                NVFP4_BLOCK_SIZE,
+                "nvfp4:two-level only (round to nearest, 1-D blocks of 16)",
+                "hf-bf16, or gguf-mxfp4 for MXFP4",
+            ),
+            ExportFormat::GgufMxfp4 => (
+                spec.format == QuantFormat::Mxfp4 && spec.blocks == BlockLayout::Row,
+                MXFP4_BLOCK_SIZE,
+                "MXFP4 blocks of 32 along the input only",
+                "gguf-bf16, or compressed-tensors-nvfp4 for NVFP4",
+            ),
+            _ => return Ok(false),
+        };
+        if !holds {
+            return Err(ExportError::Refused(format!(
+                "`{module}` is quantized as {}; {self} holds {what}: export as {instead}",
+                spec.label()
+            )));
+        }
+        if !inp.is_multiple_of(block) {
+            return Err(ExportError::Refused(format!(
+                "`{module}` has {inp} inputs, not whole blocks of {block} ({self})"
+            )));
+        }
+        Ok(true)
+    }
+
+    fn is_gguf(self) -> bool {
+        matches!(self, ExportFormat::GgufBf16 | ExportFormat::GgufMxfp4)
+    }
+}
+
+/// A tensor of the export before encoding: dense values, or a projection's codes.
+enum Weight {
+    Dense(Vec<f32>),
+    Packed(PackedTensor),
 }
 
 /// Why a model could not be exported.
@@ -122,6 +172,8 @@ pub struct ExportSummary {
     pub adapter: bool,
 }
 
+/// The file a GGUF export writes.
+pub const GGUF_FILE: &str = "model.gguf";
 /// The folder a PEFT adapter goes to when it is not merged.
 pub const ADAPTER_SUBDIR: &str = "adapter";
 
@@ -192,10 +244,10 @@ fn ct_tensors(module: &str, t: &PackedTensor) -> Vec<OutTensor> {
 /// Accumulates the output tensors.
 struct Writer {
     format: ExportFormat,
-    dense: FloatDtype,
     merge: bool,
     tied: bool,
-    tensors: Vec<OutTensor>,
+    /// HF name, shape, weight.
+    tensors: Vec<(String, Vec<usize>, Weight)>,
     ignore: Vec<String>,
     summary: ExportSummary,
 }
@@ -237,28 +289,15 @@ impl Writer {
             self.summary.merged += 1;
         }
         let name = weight_name(site, self.tied);
-        if self.format == ExportFormat::CompressedTensorsNvfp4
-            && let Some(q) = quant
+        if let Some(q) = quant
+            && self.format.packs(&module, &q.weights, inp)?
         {
-            if q.weights != ct_spec() {
-                return Err(ExportError::Refused(format!(
-                    "`{module}` is quantized as {}; {} holds {} only (round to nearest, 1-D \
-                     blocks of 16, two-level scales): export as hf-bf16",
-                    q.weights.label(),
-                    ExportFormat::CompressedTensorsNvfp4,
-                    ct_spec().label()
-                )));
-            }
-            if !inp.is_multiple_of(NVFP4_BLOCK_SIZE) {
-                return Err(ExportError::Refused(format!(
-                    "`{module}` has {inp} inputs, not whole NVFP4 blocks of {NVFP4_BLOCK_SIZE}"
-                )));
-            }
             let packed = match (delta, codes) {
                 (None, Some(codes)) => codes,
-                _ => ct_spec().quantize(&values, inp)?,
+                _ => q.weights.quantize(&values, inp)?,
             };
-            self.tensors.extend(ct_tensors(&module, &packed));
+            self.tensors
+                .push((name, vec![out, inp], Weight::Packed(packed)));
             self.summary.packed += 1;
             return Ok(());
         }
@@ -266,7 +305,7 @@ impl Writer {
             self.ignore.push(module);
         }
         self.tensors
-            .push(OutTensor::float(name, vec![out, inp], self.dense, &values));
+            .push((name, vec![out, inp], Weight::Dense(values)));
         self.summary.dense += 1;
         Ok(())
     }
@@ -276,8 +315,7 @@ impl Writer {
 /// latent embedding), dense.
 struct Others<'a> {
     skip: &'a [String],
-    dtype: FloatDtype,
-    out: Vec<OutTensor>,
+    out: Vec<(String, Vec<usize>, Weight)>,
 }
 
 impl NamedParamVisitor for Others<'_> {
@@ -297,7 +335,7 @@ impl NamedParamVisitor for Others<'_> {
             .try_into_vec::<f32>()
             .expect("f32 data");
         self.out
-            .push(OutTensor::float(name, shape, self.dtype, &values));
+            .push((name.to_string(), shape, Weight::Dense(values)));
     }
 }
 
@@ -394,10 +432,71 @@ pub fn export(
             "--merge: the model has no LoRA adapter to merge (a full fine-tuning run's weights are already the model)".into(),
         ));
     }
+    let mut writer = collect(model, format, merge)?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        crate::atomic_write::write_atomic(&path, bytes)
+            .map_err(|e| ExportError::Refused(e.to_string()))
+    };
+    if format.is_gguf() {
+        let tensors = writer
+            .tensors
+            .iter()
+            .map(|(name, shape, w)| gguf_tensor(name, shape, w, dense))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = base_dir
+            .file_name()
+            .map_or("aqn".into(), |n| n.to_string_lossy().into_owned());
+        let bytes = super::gguf::encode(model.config(), &name, base_dir, &tensors)
+            .map_err(ExportError::Refused)?;
+        write(GGUF_FILE, &bytes)?;
+    } else {
+        let tensors: Vec<OutTensor> = writer
+            .tensors
+            .iter()
+            .flat_map(|(name, shape, w)| match w {
+                Weight::Dense(values) => {
+                    vec![OutTensor::float(name, shape.clone(), dense, values)]
+                }
+                Weight::Packed(t) => ct_tensors(name.trim_end_matches(".weight"), t),
+            })
+            .collect();
+        write(SINGLE_FILE, &serialize(&tensors, None)?)?;
+        let config = config_json(base_dir, format, dense, &writer.ignore)?;
+        write(
+            CONFIG_FILE,
+            serde_json::to_string_pretty(&config)
+                .expect("json")
+                .as_bytes(),
+        )?;
+        for name in COPIED_FILES {
+            let from = base_dir.join(name);
+            if from.is_file() {
+                std::fs::copy(&from, out.join(name)).map_err(io(&from))?;
+            }
+        }
+    }
+    if has_adapter && !merge {
+        super::peft::save_lora_adapter(
+            model,
+            &out.join(ADAPTER_SUBDIR),
+            &out.display().to_string(),
+        )?;
+        writer.summary.adapter = true;
+    }
+    Ok(writer.summary)
+}
+
+/// Every tensor of the export (sorted by HF name) and the dense projections' names.
+fn collect(
+    model: &Qwen2ForCausalLM,
+    format: ExportFormat,
+    merge: bool,
+) -> Result<Writer, ExportError> {
     let tied = model.config().tie_word_embeddings;
     let mut writer = Writer {
         format,
-        dense,
         merge,
         tied,
         tensors: Vec::new(),
@@ -419,49 +518,34 @@ pub fn export(
         (None, None) => unreachable!("a model has an embedding table"),
     };
     let c = model.config();
-    writer.tensors.push(OutTensor::float(
-        TIED_HEAD.1,
+    writer.tensors.push((
+        TIED_HEAD.1.to_string(),
         vec![c.vocab_size, c.hidden_size],
-        dense,
-        &embedding,
+        Weight::Dense(embedding),
     ));
     let mut others = Others {
         skip: &names,
-        dtype: dense,
         out: Vec::new(),
     };
     model.visit_named(&mut others);
     writer.tensors.extend(others.out);
-    writer.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    writer.tensors.sort_by(|a, b| a.0.cmp(&b.0));
     writer.ignore.sort();
 
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let config = config_json(base_dir, format, dense, &writer.ignore)?;
-    let write = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
-        crate::atomic_write::write_atomic(&path, bytes)
-            .map_err(|e| ExportError::Refused(e.to_string()))
-    };
-    write(SINGLE_FILE, &serialize(&writer.tensors, None)?)?;
-    write(
-        CONFIG_FILE,
-        serde_json::to_string_pretty(&config)
-            .expect("json")
-            .as_bytes(),
-    )?;
-    for name in COPIED_FILES {
-        let from = base_dir.join(name);
-        if from.is_file() {
-            std::fs::copy(&from, out.join(name)).map_err(io(&from))?;
-        }
-    }
-    if has_adapter && !merge {
-        super::peft::save_lora_adapter(
-            model,
-            &out.join(ADAPTER_SUBDIR),
-            &out.display().to_string(),
-        )?;
-        writer.summary.adapter = true;
-    }
-    Ok(writer.summary)
+    Ok(writer)
+}
+
+/// The GGUF form of one export tensor.
+fn gguf_tensor(
+    name: &str,
+    shape: &[usize],
+    weight: &Weight,
+    dense: FloatDtype,
+) -> Result<GgufTensor, ExportError> {
+    let gguf = gguf_name(name)
+        .ok_or_else(|| ExportError::Refused(format!("`{name}` has no GGUF name for qwen2")))?;
+    Ok(match weight {
+        Weight::Dense(values) => super::gguf::dense(gguf, shape.to_vec(), values, dense),
+        Weight::Packed(t) => super::gguf::mxfp4(gguf, t),
+    })
 }

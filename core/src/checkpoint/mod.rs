@@ -11,7 +11,8 @@
 //! | [`peft`] | PEFT's `adapter_model.safetensors` + `adapter_config.json` |
 //! | [`builtin`] | `builtin:tiny`, the committed `assets/tiny` compiled in |
 //! | [`hf_cache`] | `org/name` from the local Hugging Face cache (offline) |
-//! | [`export`] | deployable folders of a trained model: HF bf16/f32, compressed-tensors NVFP4 |
+//! | [`export`] | deployable folders of a trained model: HF bf16/f32, compressed-tensors NVFP4, GGUF |
+//! | [`gguf`] | GGUF files of a Qwen2 model (llama.cpp): metadata, tokenizer, MXFP4 blocks |
 //! | [`prequantized`] | pre-quantized NVFP4 checkpoints read as stored: detection, tensors, plan check |
 //! | [`quantization_config`] | `detect`: a folder's quantization, or a refusal naming it |
 //! | [`compressed_tensors`] | llm-compressor's `nvfp4-pack-quantized` configuration (vLLM) |
@@ -20,6 +21,7 @@
 pub mod builtin;
 pub mod compressed_tensors;
 pub mod export;
+pub mod gguf;
 pub mod hf_cache;
 pub mod hf_names;
 pub mod load_error;

@@ -1,7 +1,7 @@
 //! `aqn-native export RUN_DIR --to FORMAT --out DIR [--merge]`: a run's checkpoint as a folder
-//! that other tools deploy (transformers, vLLM): an HF folder in bf16 or f32, or
-//! compressed-tensors' NVFP4 format, with the base's tokenizer, chat template and generation
-//! config (docs/formats.md, "Exporting").
+//! that other tools deploy (transformers, vLLM, llama.cpp): an HF folder in bf16 or f32,
+//! compressed-tensors' NVFP4 format with the base's tokenizer, chat template and generation
+//! config, or one GGUF file (docs/formats.md, "Exporting").
 
 use std::path::PathBuf;
 
@@ -24,7 +24,9 @@ pub struct ExportArgs {
     run_dir: PathBuf,
     /// The format: `compressed-tensors-nvfp4` (NVFP4 projections as codes and scales, as
     /// llm-compressor writes them and vLLM serves them; the rest bf16), `hf-bf16` or `hf-f32`
-    /// (every weight dense: a quantized projection as the values its codes decode to).
+    /// (every weight dense: a quantized projection as the values its codes decode to),
+    /// `gguf-mxfp4` (llama.cpp: MXFP4 projections in GGML's MXFP4 type, the rest BF16, norms and
+    /// biases F32) or `gguf-bf16` (`model.gguf`, with the tokenizer and chat template inside).
     #[arg(long, value_name = "FORMAT")]
     to: ExportFormat,
     /// The output folder; it must not exist or be empty (nothing is overwritten).
@@ -36,8 +38,9 @@ pub struct ExportArgs {
     /// folder, `adapter/`.
     #[arg(long)]
     merge: bool,
-    /// compressed-tensors-nvfp4 only: the dtype of the dense tensors (embedding, norms, biases,
-    /// unquantized projections), `bf16` (default) or `f32` (the HF formats name their own).
+    /// compressed-tensors-nvfp4 and gguf-mxfp4 only: the dtype of the dense tensors (embedding,
+    /// norms, biases, unquantized projections), `bf16` (default) or `f32` (the other formats
+    /// name their own).
     #[arg(long, value_name = "DTYPE")]
     dense_dtype: Option<FloatDtype>,
     /// The checkpoint step (default: the latest complete one).
@@ -72,7 +75,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let summary = export(&model, &base_dir, &args.out, options)
         .with_context(|| format!("exporting to {}", args.out.display()))?;
     eprintln!(
-        "exported step {step} of {} as {} to {}: {} projections as NVFP4 codes, {} dense{}{}",
+        "exported step {step} of {} as {} to {}: {} projections as codes, {} dense{}{}",
         args.run_dir.display(),
         args.to,
         args.out.display(),
