@@ -529,6 +529,43 @@ fn trains_from_a_compressed_tensors_nvfp4_checkpoint() {
         log.contains("read from the checkpoint (ModelOpt W4A16_NVFP4 0.47.0)"),
         "{log}"
     );
+    // An llm-compressor MXFP4 checkpoint trains with quant.weights = "mxfp4" and goes to
+    // llama.cpp as GGUF MXFP4 blocks.
+    let mxfp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen2-mxfp4-ct");
+    let mxfp4_set = format!("model.path={:?}", mxfp4.to_str().unwrap());
+    let mx_run = tmp("mxfp4_ct");
+    let out = train(
+        &mx_run,
+        &[
+            "--steps",
+            "1",
+            "--set",
+            &mxfp4_set,
+            "--set",
+            "quant.weights=\"mxfp4\"",
+        ],
+    );
+    ok(&out);
+    assert!(
+        stderr(&out).contains("read from the checkpoint (compressed-tensors mxfp4-pack-quantized"),
+        "{}",
+        stderr(&out)
+    );
+    let gguf_mx = tmp("mxfp4_ct_gguf");
+    let out = aqn(&[
+        "export",
+        mx_run.to_str().unwrap(),
+        "--to",
+        "gguf-mxfp4",
+        "--out",
+        gguf_mx.to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("21 projections as codes"),
+        "{}",
+        stderr(&out)
+    );
     let refused = train(
         &tmp("nvfp4_ct_bf16"),
         &[

@@ -42,10 +42,11 @@ fn modelopt_dir() -> PathBuf {
     fixture("qwen2-nvfp4-modelopt")
 }
 
-/// Both producers' fixtures.
-fn producers() -> [(Producer, PathBuf); 2] {
+/// Every producer's fixture.
+fn producers() -> [(Producer, PathBuf); 3] {
     [
         (Producer::CompressedTensors, ct_dir()),
+        (Producer::CompressedTensorsMxfp4, fixture("qwen2-mxfp4-ct")),
         (Producer::ModelOpt, modelopt_dir()),
     ]
 }
@@ -87,7 +88,12 @@ fn codes_and_scales_are_the_files_and_the_mode_is_the_checkpoints() {
     for (producer, dir) in producers() {
         let pre = detect(&dir).unwrap().expect("a pre-quantized checkpoint");
         assert_eq!(pre.producer, producer);
-        assert_eq!(pre.spec, "nvfp4".parse().unwrap());
+        let format = if producer == Producer::CompressedTensorsMxfp4 {
+            "mxfp4"
+        } else {
+            "nvfp4"
+        };
+        assert_eq!(pre.spec, format.parse().unwrap());
         assert!(
             pre.ignore.contains(&"lm_head".to_string()),
             "{:?}",
@@ -95,13 +101,14 @@ fn codes_and_scales_are_the_files_and_the_mode_is_the_checkpoints() {
         );
         let bytes = read_bytes(&dir.join("model.safetensors")).unwrap();
         let file = TensorFile::parse(&bytes, "model.safetensors").unwrap();
-        let model = load_from(&dir, QuantConfig::new(QuantMode::W4A16)).unwrap();
+        let quant = QuantConfig::new(QuantMode::W4A16).with_weights(pre.spec);
+        let model = load_from(&dir, quant).unwrap();
         let mut checked = 0;
         model.visit_linears(|site, linear| {
             let name = weight_name(site, false);
-            let Some([codes, scales, global]) = pre
+            let Some(names) = pre
                 .tensor_names(&name)
-                .filter(|n| file.names().contains(&n[2]))
+                .filter(|_| file.names().contains(&pre.marker(&name).unwrap()))
             else {
                 // The lm_head: dense in the file, kept in f32 by the default exclusions.
                 assert!(site.layer.is_none(), "{name} is dense in the file");
@@ -112,18 +119,32 @@ fn codes_and_scales_are_the_files_and_the_mode_is_the_checkpoints() {
                 .as_ref()
                 .and_then(|p| p.packed())
                 .unwrap_or_else(|| panic!("{name} is not held packed"));
-            assert_eq!(packed.codes, file.view(&codes).unwrap().data(), "{codes}");
+            assert_eq!(
+                packed.codes,
+                file.view(&names[0]).unwrap().data(),
+                "{}",
+                names[0]
+            );
             assert_eq!(
                 packed.scales,
-                file.view(&scales).unwrap().data(),
-                "{scales}"
+                file.view(&names[1]).unwrap().data(),
+                "{}",
+                names[1]
             );
-            let stored = f32::from_le_bytes(file.view(&global).unwrap().data().try_into().unwrap());
-            let g = match producer {
-                Producer::CompressedTensors => 1.0 / stored,
-                Producer::ModelOpt => stored,
+            let g = match (producer, names.get(2)) {
+                (Producer::CompressedTensorsMxfp4, None) => 1.0,
+                (p, Some(global)) => {
+                    let stored =
+                        f32::from_le_bytes(file.view(global).unwrap().data().try_into().unwrap());
+                    if p == Producer::CompressedTensors {
+                        1.0 / stored
+                    } else {
+                        stored
+                    }
+                }
+                other => panic!("{other:?}"),
             };
-            assert_eq!(packed.tensor_scale, g, "{global}");
+            assert_eq!(packed.tensor_scale, g, "{name}");
             checked += 1;
         });
         assert_eq!(checked, 7 * model.num_layers(), "{producer:?}");
@@ -142,7 +163,9 @@ fn logits_equal_the_producers_decode_in_transformers() {
 fn logits_equal_the_decode(producer: Producer, dir: &Path) {
     let expected_bytes = read_bytes(&dir.join("expected.safetensors")).unwrap();
     let expected = TensorFile::parse(&expected_bytes, "expected.safetensors").unwrap();
-    let model = load_from(dir, QuantConfig::new(QuantMode::W4A16)).unwrap();
+    let spec = detect(dir).unwrap().unwrap().spec;
+    let quant = QuantConfig::new(QuantMode::W4A16).with_weights(spec);
+    let model = load_from(dir, quant).unwrap();
     // The decoded weights: aqn's `(q s) g` against the producer's, in f32.
     let mut decoded = BTreeMap::new();
     model.visit_linears(|site, linear| {
@@ -434,6 +457,7 @@ fn export_writes_the_codes_back_and_merges_exactly() {
     let written = TensorFile::parse(&bytes, "export").unwrap();
     let spec: QuantSpec = "nvfp4".parse().unwrap();
     let ct = detect(&ct_dir()).unwrap().unwrap();
+    assert_eq!(ct.producer, Producer::CompressedTensors);
     let mut merged = 0;
     model.visit_linears(|site, linear| {
         let (Some(lora), Some(packed)) = (&linear.lora, &linear.packed) else {
@@ -449,14 +473,15 @@ fn export_writes_the_codes_back_and_merges_exactly() {
             .map(|(w, d)| w + d)
             .collect();
         let want = spec.quantize(&sum, inp).unwrap();
-        let [codes, scales, global] = ct.tensor_names(&weight_name(site, false)).unwrap();
-        assert_eq!(written.view(&codes).unwrap().data(), want.codes, "{codes}");
+        let names = ct.tensor_names(&weight_name(site, false)).unwrap();
+        let [codes, scales, global] = [&names[0], &names[1], &names[2]];
+        assert_eq!(written.view(codes).unwrap().data(), want.codes, "{codes}");
         assert_eq!(
-            written.view(&scales).unwrap().data(),
+            written.view(scales).unwrap().data(),
             want.scales,
             "{scales}"
         );
-        let g = f32::from_le_bytes(written.view(&global).unwrap().data().try_into().unwrap());
+        let g = f32::from_le_bytes(written.view(global).unwrap().data().try_into().unwrap());
         assert_eq!(g, 1.0 / want.tensor_scale, "{global}");
         merged += 1;
     });

@@ -1,5 +1,5 @@
-//! compressed-tensors' `nvfp4-pack-quantized` checkpoints (what llm-compressor writes for its
-//! `NVFP4A16` scheme and vLLM serves): the `quantization_config` of `config.json`, checked
+//! compressed-tensors' `nvfp4-pack-quantized` and `mxfp4-pack-quantized` checkpoints (what
+//! llm-compressor writes for its `NVFP4A16` and `MXFP4A16` schemes and vLLM serves): the `quantization_config` of `config.json`, checked
 //! against what maps onto aqn's NVFP4, and the tensor names; read through
 //! [`super::prequantized`]. Per projection: `weight_packed` (codes), `weight_scale` (E4M3
 //! block scales) and `weight_global_scale` `G`, which compressed-tensors decodes as
@@ -14,12 +14,23 @@
 use serde_json::Value;
 
 use super::prequantized::{PreQuantized, Producer};
-use crate::formats::spec::NVFP4_BLOCK_SIZE;
+use crate::formats::spec::{MXFP4_BLOCK_SIZE, NVFP4_BLOCK_SIZE};
 
 /// `quantization_config.quant_method` of a compressed-tensors checkpoint.
 pub const QUANT_METHOD: &str = "compressed-tensors";
 /// The packed NVFP4 format of compressed-tensors.
 pub const NVFP4_PACK_FORMAT: &str = "nvfp4-pack-quantized";
+/// The packed MXFP4 format of compressed-tensors (E8M0 scales as u8, no per-tensor scale).
+pub const MXFP4_PACK_FORMAT: &str = "mxfp4-pack-quantized";
+
+/// What a format's weight arguments must be: strategy, group size, scale dtype.
+fn expected_args(format: &str) -> (&'static str, usize, &'static str) {
+    if format == MXFP4_PACK_FORMAT {
+        ("group", MXFP4_BLOCK_SIZE, "torch.uint8")
+    } else {
+        ("tensor_group", NVFP4_BLOCK_SIZE, "torch.float8_e4m3fn")
+    }
+}
 /// The status of a checkpoint whose weights are stored compressed.
 pub const COMPRESSED_STATUS: &str = "compressed";
 
@@ -27,17 +38,16 @@ fn refuse(source_name: &str, reason: impl Into<String>) -> String {
     format!("{source_name}: {}", reason.into())
 }
 
-/// The weight arguments of one config group, checked against what maps onto aqn's NVFP4.
-fn check_group(name: &str, group: &Value, source: &str) -> Result<(), String> {
+/// The weight arguments of one config group, checked against what maps onto aqn's format
+/// `format` (the checkpoint's).
+fn check_group(name: &str, group: &Value, format: &str, source: &str) -> Result<(), String> {
     let field = |key: &str| group.get(key).filter(|v| !v.is_null());
-    if let Some(format) = field("format").and_then(Value::as_str)
-        && format != NVFP4_PACK_FORMAT
+    if let Some(own) = field("format").and_then(Value::as_str)
+        && own != format
     {
         return Err(refuse(
             source,
-            format!(
-                "config group `{name}` has format `{format}`; aqn reads `{NVFP4_PACK_FORMAT}` only"
-            ),
+            format!("config group `{name}` has format `{own}`; the checkpoint's is `{format}`"),
         ));
     }
     for key in ["input_activations", "output_activations"] {
@@ -46,7 +56,7 @@ fn check_group(name: &str, group: &Value, source: &str) -> Result<(), String> {
                 source,
                 format!(
                     "config group `{name}` quantizes {key}: aqn reads weight-only checkpoints \
-                     (llm-compressor's NVFP4A16); W4A4 is aqn's own quant.mode = \"w4a4\" with \
+                     (llm-compressor's NVFP4A16, MXFP4A16); W4A4 is aqn's own quant.mode = \"w4a4\" with \
                      dynamic activation scales, which a calibrated checkpoint would contradict"
                 ),
             ));
@@ -59,11 +69,12 @@ fn check_group(name: &str, group: &Value, source: &str) -> Result<(), String> {
         )
     })?;
     let arg = |key: &str| weights.get(key).cloned().unwrap_or(Value::Null);
+    let (strategy, group_size, scale) = expected_args(format);
     let expected: [(&str, Value); 6] = [
         ("num_bits", Value::from(4)),
         ("type", Value::from("float")),
-        ("strategy", Value::from("tensor_group")),
-        ("group_size", Value::from(NVFP4_BLOCK_SIZE)),
+        ("strategy", Value::from(strategy)),
+        ("group_size", Value::from(group_size)),
         ("symmetric", Value::from(true)),
         ("dynamic", Value::from(false)),
     ];
@@ -73,17 +84,17 @@ fn check_group(name: &str, group: &Value, source: &str) -> Result<(), String> {
             return Err(refuse(
                 source,
                 format!(
-                    "config group `{name}` has weights.{key} = {got}; NVFP4 as aqn defines it needs {want}"
+                    "config group `{name}` has weights.{key} = {got}; {format} as aqn reads it needs {want}"
                 ),
             ));
         }
     }
     let scale_dtype = arg("scale_dtype");
-    if !(scale_dtype.is_null() || scale_dtype == "torch.float8_e4m3fn") {
+    if !(scale_dtype.is_null() || scale_dtype == scale) {
         return Err(refuse(
             source,
             format!(
-                "config group `{name}` has weights.scale_dtype = {scale_dtype}; NVFP4 block scales are torch.float8_e4m3fn"
+                "config group `{name}` has weights.scale_dtype = {scale_dtype}; {format} block scales are {scale}"
             ),
         ));
     }
@@ -99,19 +110,23 @@ pub fn from_config(q: &Value, source: &str) -> Result<PreQuantized, String> {
             source,
             format!(
                 "quantization_config.quant_method = {method:?}: aqn reads unquantized checkpoints \
-                 and `{QUANT_METHOD}` ({NVFP4_PACK_FORMAT}) ones"
+                 and `{QUANT_METHOD}` ({NVFP4_PACK_FORMAT}, {MXFP4_PACK_FORMAT}) ones"
             ),
         ));
     }
     let format = q.get("format").and_then(Value::as_str).unwrap_or("");
-    if format != NVFP4_PACK_FORMAT {
-        return Err(refuse(
-            source,
-            format!(
-                "quantization_config.format = {format:?}: aqn reads `{NVFP4_PACK_FORMAT}` only"
-            ),
-        ));
-    }
+    let producer = match format {
+        NVFP4_PACK_FORMAT => Producer::CompressedTensors,
+        MXFP4_PACK_FORMAT => Producer::CompressedTensorsMxfp4,
+        _ => {
+            return Err(refuse(
+                source,
+                format!(
+                    "quantization_config.format = {format:?}: aqn reads `{NVFP4_PACK_FORMAT}` and `{MXFP4_PACK_FORMAT}` only"
+                ),
+            ));
+        }
+    };
     let status = q.get("quantization_status").and_then(Value::as_str);
     if status != Some(COMPRESSED_STATUS) {
         return Err(refuse(
@@ -139,7 +154,7 @@ pub fn from_config(q: &Value, source: &str) -> Result<PreQuantized, String> {
         .filter(|g| !g.is_empty())
         .ok_or_else(|| refuse(source, "quantization_config has no config_groups"))?;
     for (name, group) in groups {
-        check_group(name, group, source)?;
+        check_group(name, group, format, source)?;
     }
     let ignore = q
         .get("ignore")
@@ -151,11 +166,7 @@ pub fn from_config(q: &Value, source: &str) -> Result<PreQuantized, String> {
         })
         .unwrap_or_default();
     let version = q.get("version").and_then(Value::as_str).map(str::to_string);
-    Ok(PreQuantized::nvfp4(
-        Producer::CompressedTensors,
-        ignore,
-        version,
-    ))
+    Ok(PreQuantized::new(producer, ignore, version))
 }
 
 #[cfg(test)]
@@ -184,6 +195,25 @@ mod tests {
         assert_eq!(got.producer, Producer::CompressedTensors);
         assert_eq!(got.spec, "nvfp4".parse().unwrap());
         assert_eq!(got.ignore, vec!["lm_head".to_string()]);
+        let mut mx = nvfp4a16();
+        for (pointer, value) in [
+            ("/format", json!("mxfp4-pack-quantized")),
+            (
+                "/config_groups/group_0/format",
+                json!("mxfp4-pack-quantized"),
+            ),
+            ("/config_groups/group_0/weights/strategy", json!("group")),
+            ("/config_groups/group_0/weights/group_size", json!(32)),
+            (
+                "/config_groups/group_0/weights/scale_dtype",
+                json!("torch.uint8"),
+            ),
+        ] {
+            *mx.pointer_mut(pointer).unwrap() = value;
+        }
+        let got = from_config(&mx, "c.json").unwrap();
+        assert_eq!(got.producer, Producer::CompressedTensorsMxfp4);
+        assert_eq!(got.spec, "mxfp4".parse().unwrap());
         let cases: [(&str, Value, &str); 9] = [
             ("/quant_method", json!("gptq"), "\"gptq\""),
             ("/format", json!("pack-quantized"), "\"pack-quantized\""),

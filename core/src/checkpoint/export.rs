@@ -219,7 +219,8 @@ fn ct_spec() -> QuantSpec {
 
 /// The three tensors of a packed projection, named as compressed-tensors names them.
 fn ct_tensors(module: &str, t: &PackedTensor) -> Vec<OutTensor> {
-    let [codes, scales, global] = Producer::CompressedTensors.suffixes();
+    let suffixes = Producer::CompressedTensors.suffixes();
+    let (codes, scales, global) = (suffixes[0], suffixes[1], suffixes[2]);
     vec![
         OutTensor::bytes(
             format!("{module}.{codes}"),

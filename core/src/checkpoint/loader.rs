@@ -369,19 +369,19 @@ impl Loader<'_, '_> {
         }
     }
 
-    /// The names of the stored codes, block scales and per-tensor scale of the projection whose
-    /// weight is `name`, when the checkpoint stores it packed (its per-tensor scale is
-    /// present). Packed tensors in a checkpoint whose configuration does not say how to read
+    /// The names of the stored codes, block scales and (NVFP4) per-tensor scale of the
+    /// projection whose weight is `name`, when the checkpoint stores it packed. Packed tensors in a checkpoint whose configuration does not say how to read
     /// them are refused.
-    fn stored_packed(&self, name: &str) -> Result<Option<[String; 3]>, LoadError> {
+    fn stored_packed(&self, name: &str) -> Result<Option<Vec<String>>, LoadError> {
         if let Some(pre) = &self.pre {
-            return Ok(pre
-                .tensor_names(name)
-                .filter(|n| self.location.contains_key(&n[2])));
+            let packed = pre
+                .marker(name)
+                .is_some_and(|m| self.location.contains_key(&m));
+            return Ok(packed.then(|| pre.tensor_names(name)).flatten());
         }
         let module = name.trim_end_matches(".weight");
-        for producer in [Producer::CompressedTensors, Producer::ModelOpt] {
-            let scale = format!("{module}.{}", producer.suffixes()[2]);
+        for (producer, marker) in [(Producer::CompressedTensors, 0), (Producer::ModelOpt, 2)] {
+            let scale = format!("{module}.{}", producer.suffixes()[marker]);
             if self.location.contains_key(&scale) {
                 return Err(LoadError::PreQuantized {
                     reason: format!(
@@ -401,7 +401,7 @@ impl Loader<'_, '_> {
     fn prequantized(
         &mut self,
         name: &str,
-        names: &[String; 3],
+        names: &[String],
         dims: [usize; 2],
         spec: Option<QuantSpec>,
     ) -> Result<PackedTensor, LoadError> {
@@ -418,7 +418,7 @@ impl Loader<'_, '_> {
                 names[0]
             )));
         }
-        let mut located = Vec::with_capacity(3);
+        let mut located = Vec::with_capacity(names.len());
         for n in names {
             let &f = self
                 .location
@@ -427,8 +427,9 @@ impl Loader<'_, '_> {
             located.push((f, self.files[f].view(n)?));
         }
         let source = self.sources[located[0].0];
+        let views: Vec<_> = located.iter().map(|(_, v)| v).collect();
         let tensor = pre
-            .nvfp4_tensor(names, [&located[0].1, &located[1].1, &located[2].1], dims)
+            .packed_tensor(names, &views, dims)
             .map_err(|reason| err(format!("{source}: {reason}")))?;
         for (n, (f, _)) in names.iter().zip(&located) {
             self.used.insert(n.clone());

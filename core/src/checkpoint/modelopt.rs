@@ -59,7 +59,7 @@ fn read(fields: &Value, exclude_key: &str, source: &str) -> Result<PreQuantized,
                 .collect()
         })
         .unwrap_or_default();
-    Ok(PreQuantized::nvfp4(Producer::ModelOpt, ignore, None))
+    Ok(PreQuantized::new(Producer::ModelOpt, ignore, None))
 }
 
 fn version(value: &Value) -> Option<String> {
