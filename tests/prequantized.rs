@@ -452,6 +452,13 @@ fn export_writes_the_codes_back_and_merges_exactly() {
     )
     .unwrap();
     assert_eq!((s.packed, s.adapter), (21, false));
+    // aqn's logits of the merged export as read back, beside it, for the by-hand comparison with
+    // compressed-tensors' decode (scripts/fixtures/check_ct_export.py).
+    let merged_back = load_from(&out, QuantConfig::new(QuantMode::W4A16)).unwrap();
+    let ids: Vec<i64> = (0..20).map(|i| (i * 37 % 350) as i64).collect();
+    let record =
+        serde_json::json!({ "ids": [&ids[..10], &ids[10..]], "logits": logits(&merged_back) });
+    std::fs::write(out.join("aqn_logits.json"), record.to_string()).unwrap();
     assert!(s.merged > 0);
     let bytes = read_bytes(&out.join("model.safetensors")).unwrap();
     let written = TensorFile::parse(&bytes, "export").unwrap();

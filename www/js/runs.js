@@ -53,6 +53,11 @@ export function createRuns(root, aqn) {
       h('div', { class: 'card wide' }, canvases.extra)),
   );
 
+  // Whether the sample run is being fetched: the page reports `done` only once both of its files
+  // are drawn (a test, or a user's screenshot, must not see the metrics without the audit).
+  let loadingSample = false;
+
+  // Parses and draws one file; false (with the error shown) when it is malformed.
   function load(kind, text, name) {
     try {
       if (kind === 'metrics') {
@@ -65,10 +70,11 @@ export function createRuns(root, aqn) {
     } catch (e) {
       showError(errorBox, messageOf(e));
       document.body.dataset.runs = 'error';
-      return;
+      return false;
     }
     fillExtra();
     draw();
+    return true;
   }
 
   async function readFile(file, kind) {
@@ -77,12 +83,22 @@ export function createRuns(root, aqn) {
   }
 
   async function loadSample() {
-    for (const [kind, file] of [['metrics', 'metrics.jsonl'], ['audit', 'noise_audit.jsonl']]) {
-      const r = await fetch(SAMPLE + file);
-      if (!r.ok) { showError(errorBox, `cannot fetch the sample ${file}: HTTP ${r.status}`); return; }
-      load(kind, await r.text(), file);
+    loadingSample = true;
+    try {
+      for (const [kind, file] of [['metrics', 'metrics.jsonl'], ['audit', 'noise_audit.jsonl']]) {
+        const r = await fetch(SAMPLE + file);
+        if (!r.ok) {
+          showError(errorBox, `cannot fetch the sample ${file}: HTTP ${r.status}`);
+          document.body.dataset.runs = 'error';
+          return;
+        }
+        if (!load(kind, await r.text(), file)) { return; }
+      }
+    } finally {
+      loadingSample = false;
     }
     set({ run: 'sample' });
+    draw();
   }
 
   function fillExtra() {
@@ -127,7 +143,7 @@ export function createRuns(root, aqn) {
         metrics ? `${names.metrics}: ${metrics.steps.length} steps, ${Object.keys(metrics.series).length} metrics` : null,
         audit ? `${names.audit}: ${audit.steps.length} lines, ${audit.targets.length} targets` : null,
       ].filter(Boolean).join('; ');
-      document.body.dataset.runs = 'done';
+      if (!loadingSample) { document.body.dataset.runs = 'done'; }
     }
   }
 
