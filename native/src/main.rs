@@ -47,8 +47,8 @@ enum Command {
     /// Held-out accuracy (greedy, noise-free, strict GSM8K reward) of a run's checkpoint in the
     /// quantization it was trained in, or of an HF model folder.
     Eval(cmd::eval::EvalArgs),
-    /// Write a run's model as a folder to deploy: compressed-tensors NVFP4 (vLLM), HF bf16 or
-    /// f32; the LoRA adapter merged or beside it as PEFT.
+    /// Write a run's model as a folder to deploy: compressed-tensors NVFP4 (vLLM), GGUF with
+    /// MXFP4 or BF16 (llama.cpp), HF bf16 or f32; the LoRA adapter merged or beside it as PEFT.
     Export(cmd::export::ExportArgs),
     /// The seed's summary format from finished runs (Markdown experiment table, best per
     /// category, AQN configuration reference, rollout-training mismatch per sigma stage; mean

@@ -38,9 +38,9 @@ pub struct ExportArgs {
     /// folder, `adapter/`.
     #[arg(long)]
     merge: bool,
-    /// compressed-tensors-nvfp4 and gguf-mxfp4 only: the dtype of the dense tensors (embedding,
-    /// norms, biases, unquantized projections), `bf16` (default) or `f32` (the other formats
-    /// name their own).
+    /// compressed-tensors-nvfp4 and gguf-mxfp4 only: the dtype of the dense tensors (the
+    /// embedding and unquantized projections; for compressed-tensors also norms and biases, which
+    /// GGUF always holds in F32), `bf16` (default) or `f32` (the other formats name their own).
     #[arg(long, value_name = "DTYPE")]
     dense_dtype: Option<FloatDtype>,
     /// The checkpoint step (default: the latest complete one).
