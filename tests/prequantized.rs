@@ -1,6 +1,6 @@
 //! Pre-quantized checkpoints (issue 23): the tiny `qwen2-untied` model quantized to NVFP4 by
 //! llm-compressor and saved by compressed-tensors (`tests/fixtures/qwen2-nvfp4-ct`, made by
-//! `scripts/fixtures/compressed_tensors_nvfp4.py`), and by NVIDIA ModelOpt
+//! `scripts/fixtures/compressed_tensors_fp4.py`), and by NVIDIA ModelOpt
 //! (`tests/fixtures/qwen2-nvfp4-modelopt`, `scripts/fixtures/modelopt_nvfp4.py`), each loads into
 //! the packed base with codes and scales identical to the file and computes the logits
 //! transformers computes on the model the producer's own code decodes; a plan that contradicts
@@ -265,23 +265,36 @@ fn a_plan_that_contradicts_the_checkpoint_is_refused_by_name() {
     );
 }
 
+/// A copy of the fixture folder `src` at `dst` without the file `skip`, its `config.json`
+/// changed by `edit`.
+fn edited_copy(
+    src: &Path,
+    dst: &Path,
+    skip: Option<&str>,
+    edit: &dyn Fn(&mut serde_json::Value),
+) -> PathBuf {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in std::fs::read_dir(src).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap();
+        if skip != name.to_str() {
+            std::fs::copy(&f, dst.join(name)).unwrap();
+        }
+    }
+    let path = dst.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    dst.to_path_buf()
+}
+
 #[test]
 fn checkpoints_aqn_cannot_read_are_refused_naming_what() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compressed_tensors");
     let _ = std::fs::remove_dir_all(&root);
     let copy = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in std::fs::read_dir(ct_dir()).unwrap() {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-        }
-        let path = dir.join("config.json");
-        let mut config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        edit(&mut config);
-        std::fs::write(&path, config.to_string()).unwrap();
-        dir
+        edited_copy(&ct_dir(), &root.join(name), None, edit)
     };
     let w4a4 = copy("w4a4", &|c| {
         c["quantization_config"]["config_groups"]["group_0"]["input_activations"] =
@@ -293,28 +306,18 @@ fn checkpoints_aqn_cannot_read_are_refused_naming_what() {
     let unannounced = copy("unannounced", &|c| {
         c.as_object_mut().unwrap().remove("quantization_config");
     });
-    let modelopt_w4a4 = root.join("modelopt_w4a4");
-    std::fs::create_dir_all(&modelopt_w4a4).unwrap();
-    for f in std::fs::read_dir(modelopt_dir()).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, modelopt_w4a4.join(f.file_name().unwrap())).unwrap();
-    }
+    let modelopt_w4a4 = edited_copy(&modelopt_dir(), &root.join("modelopt_w4a4"), None, &|_| {});
     let hf_quant = modelopt_w4a4.join("hf_quant_config.json");
     let text = std::fs::read_to_string(&hf_quant).unwrap();
     std::fs::write(&hf_quant, text.replace("W4A16_NVFP4", "NVFP4")).unwrap();
-    let modelopt_unannounced = root.join("modelopt_unannounced");
-    std::fs::create_dir_all(&modelopt_unannounced).unwrap();
-    for f in std::fs::read_dir(modelopt_dir()).unwrap() {
-        let f = f.unwrap().path();
-        if f.file_name().unwrap() != "hf_quant_config.json" {
-            std::fs::copy(&f, modelopt_unannounced.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-    let config = modelopt_unannounced.join("config.json");
-    let mut c: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    c.as_object_mut().unwrap().remove("quantization_config");
-    std::fs::write(&config, c.to_string()).unwrap();
+    let modelopt_unannounced = edited_copy(
+        &modelopt_dir(),
+        &root.join("modelopt_unannounced"),
+        Some("hf_quant_config.json"),
+        &|c| {
+            c.as_object_mut().unwrap().remove("quantization_config");
+        },
+    );
     for (dir, needle) in [
         (w4a4, "input_activations"),
         (gptq, "\"gptq\""),
@@ -522,6 +525,24 @@ fn export_writes_the_codes_back_and_merges_exactly() {
     assert_close(&logits(&dense), &reference, 1e-5, "merged hf-f32 export");
 }
 
+/// The refusal of exporting `model` (its base `base`) as `format` to a fresh folder `name`.
+fn export_error(
+    model: &Qwen2ForCausalLM,
+    base: &Path,
+    name: &str,
+    format: ExportFormat,
+    merge: bool,
+) -> String {
+    let options = ExportOptions {
+        format,
+        merge,
+        dense_dtype: None,
+    };
+    export(model, base, &export_dir(name), options)
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn export_refuses_what_its_format_cannot_hold() {
     let model = trained();
@@ -555,34 +576,18 @@ fn export_refuses_what_its_format_cannot_hold() {
         ),
     )
     .unwrap();
-    let err = export(
+    let err = export_error(
         &mxfp4,
         &untied,
-        &export_dir("mx"),
-        ExportOptions {
-            format: ExportFormat::CompressedTensorsNvfp4,
-            merge: false,
-            dense_dtype: Some(FloatDtype::F32),
-        },
-    )
-    .unwrap_err()
-    .to_string();
+        "mx",
+        ExportFormat::CompressedTensorsNvfp4,
+        false,
+    );
     assert!(
         err.contains("quantized as mxfp4:floor") && err.contains("hf-bf16, or gguf-mxfp4"),
         "{err}"
     );
-    let err = export(
-        &mxfp4,
-        &untied,
-        &export_dir("nomerge"),
-        ExportOptions {
-            format: ExportFormat::HfBf16,
-            merge: true,
-            dense_dtype: None,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = export_error(&mxfp4, &untied, "nomerge", ExportFormat::HfBf16, true);
     assert!(err.contains("no LoRA adapter"), "{err}");
     let w4a4 = load_qwen2_with(
         &untied,
@@ -590,26 +595,15 @@ fn export_refuses_what_its_format_cannot_hold() {
         &LoadPlan::packed(QuantConfig::new(QuantMode::W4A4), WeightDtype::F32),
     )
     .unwrap();
-    let err = export(
-        &w4a4,
-        &untied,
-        &export_dir("w4a4"),
-        ExportOptions {
-            format: ExportFormat::HfBf16,
-            merge: false,
-            dense_dtype: None,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = export_error(&w4a4, &untied, "w4a4", ExportFormat::HfBf16, false);
     assert!(err.contains("W4A4"), "{err}");
 }
 
-/// The tensors of a GGUF file (name, dims as GGML orders them, type, data), read by a minimal
-/// reader of the format (version 3, 32-byte alignment) that skips the metadata values by type.
 /// A GGUF tensor as read back: name, dims (innermost first), GGML type, data.
 type GgufRead = (String, Vec<u64>, u32, Vec<u8>);
 
+/// The metadata keys and tensors of a GGUF file, read by a minimal reader of the format
+/// (version 3, 32-byte alignment) that skips the metadata values by type.
 fn read_gguf(bytes: &[u8]) -> (Vec<String>, Vec<GgufRead>) {
     let mut at = 0usize;
     let mut take = |n: usize| {
@@ -761,17 +755,7 @@ fn gguf_exports_hold_mxfp4_blocks_and_the_tokenizer() {
 
     // An NVFP4 model has no MXFP4 blocks to write; gguf-bf16 takes every model.
     let nvfp4 = load(QuantConfig::new(QuantMode::W4A16)).unwrap();
-    let err = export(
-        &nvfp4,
-        &ct_dir(),
-        &export_dir("gguf_nv"),
-        ExportOptions {
-            format: ExportFormat::GgufMxfp4,
-            ..options
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = export_error(&nvfp4, &ct_dir(), "gguf_nv", ExportFormat::GgufMxfp4, false);
     assert!(
         err.contains("MXFP4 blocks of 32") && err.contains("gguf-bf16"),
         "{err}"

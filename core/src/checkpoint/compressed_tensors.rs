@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::prequantized::{PreQuantized, Producer};
+use super::prequantized::{PreQuantized, Producer, string_list};
 use crate::formats::spec::{MXFP4_BLOCK_SIZE, NVFP4_BLOCK_SIZE};
 
 /// `quantization_config.quant_method` of a compressed-tensors checkpoint.
@@ -156,15 +156,7 @@ pub fn from_config(q: &Value, source: &str) -> Result<PreQuantized, String> {
     for (name, group) in groups {
         check_group(name, group, format, source)?;
     }
-    let ignore = q
-        .get("ignore")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ignore = string_list(q.get("ignore"));
     let version = q.get("version").and_then(Value::as_str).map(str::to_string);
     Ok(PreQuantized::new(producer, ignore, version))
 }

@@ -1,7 +1,8 @@
 //! HF checkpoint names. The modules' fields carry HF's names, so a parameter's HF name is its
 //! module path as Burn's traversal spells it (`model.layers.3.mlp.up_proj.weight`); the only
 //! names that differ are the tied head ([`TIED_HEAD`]) and the LoRA factors ([`RENAMES`]). Also
-//! here: the tensors a checkpoint may hold that are not parameters here ([`IGNORED_TENSORS`]).
+//! here: the tensors a checkpoint may hold that are not parameters here ([`IGNORED_TENSORS`]), and
+//! the file names of an HF folder ([`SINGLE_FILE`], [`INDEX_FILE`], [`CONFIG_FILE`]).
 
 use crate::site::{LinearKind, LinearSite};
 

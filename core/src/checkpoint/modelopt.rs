@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::prequantized::{PreQuantized, Producer};
+use super::prequantized::{PreQuantized, Producer, string_list};
 use crate::formats::spec::NVFP4_BLOCK_SIZE;
 
 /// ModelOpt's quantization file beside `config.json`.
@@ -50,15 +50,7 @@ fn read(fields: &Value, exclude_key: &str, source: &str) -> Result<PreQuantized,
             "{source}: kv_cache_quant_algo = {kv}; aqn does not quantize the KV cache"
         ));
     }
-    let ignore = fields
-        .get(exclude_key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ignore = string_list(fields.get(exclude_key));
     Ok(PreQuantized::new(Producer::ModelOpt, ignore, None))
 }
 

@@ -250,6 +250,19 @@ impl PreQuantized {
     }
 }
 
+/// The strings of a JSON array of module names (an `ignore` list); empty when absent. Entries
+/// that are not strings are skipped: the list is informational, never used to pick tensors.
+pub fn string_list(value: Option<&serde_json::Value>) -> Vec<String> {
+    value
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn expect(
     view: &TensorView<'_>,
     name: &str,
